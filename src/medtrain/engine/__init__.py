@@ -1,0 +1,1 @@
+"""Training engine: builds a lightning.Trainer from config; callbacks, checkpoints, signals, run directory."""

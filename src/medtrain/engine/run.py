@@ -1,0 +1,283 @@
+"""Whole-run flows shared by the CLI and the Python API: fit (+ test, export, report), evaluate, export.
+
+Each flow takes a recipe and a validated config and returns plain results; exceptions are medtrain's own
+(:class:`~medtrain.errors.UserError` → exit 2, :class:`TrainingInterrupted` → 130/143,
+:class:`TrainingFailed` → 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from medtrain.config import config_hash
+from medtrain.config.schema import RunConfig
+from medtrain.engine.callbacks import TrainingInterrupted, graceful_signals
+from medtrain.engine.checkpoint_io import (
+    FINAL,
+    LAST,
+    check_compatible,
+    checkpoint_meta,
+    find_resume_checkpoint,
+    read_checkpoint,
+)
+from medtrain.engine.model_dir import write_model_dir
+from medtrain.engine.rundir import RunPaths, create_run_dir, run_dir_of, write_config, write_environment
+from medtrain.engine.task import TaskModule
+from medtrain.engine.trainer import build_trainer, configure_threads, quiet_lightning, resolve_accelerator
+from medtrain.errors import CheckpointError, UserError
+from medtrain.io.atomic import atomic_write_json
+from medtrain.registry import Recipe
+from medtrain.reporting import plot_training_curves, write_report
+
+log = logging.getLogger("medtrain")
+
+
+class TrainingFailed(RuntimeError):
+    """Training raised; ``recovery`` names recovery.json when a checkpoint could be saved (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, recovery: Path | None) -> None:
+        super().__init__(message)
+        self.recovery = recovery
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``train`` produced: the run directory, checkpoints, test metrics (with ``baseline_*``), report."""
+
+    run_dir: Path
+    best_checkpoint: Path | None
+    final_checkpoint: Path | None
+    test_metrics: dict[str, float]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+
+def resolve_resume(resume: str | Path | None, cfg: RunConfig) -> Path | None:
+    """``auto`` → newest usable checkpoint of the experiment (None if there is none); a path → that file."""
+    if resume is None:
+        return None
+    if str(resume) == "auto":
+        found = find_resume_checkpoint(Path(cfg.output_dir), cfg.experiment, cfg.recipe)
+        if found is None:
+            log.info("--resume auto: no checkpoint of experiment '%s' yet, starting fresh", cfg.experiment)
+        else:
+            log.info("--resume auto: resuming from %s", found)
+        return found
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def _seed_and_threads(cfg: RunConfig) -> None:
+    configure_threads(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+
+def strip_split_prefix(metrics: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
+    """``{"test_mse": t}`` → ``{"mse": float(t)}``; keys without the prefix are dropped."""
+    return {key.removeprefix(prefix): float(value) for key, value in metrics.items() if key.startswith(prefix)}
+
+
+def _best_epoch(metrics_csv: Path, monitor: str, mode: str) -> tuple[int | None, float | None]:
+    from medtrain.reporting.curves import read_metrics_csv
+
+    if not metrics_csv.is_file():
+        return None, None
+    frame = read_metrics_csv(metrics_csv)
+    if monitor not in frame.columns:
+        return None, None
+    rows = frame.dropna(subset=[monitor])
+    if rows.empty:
+        return None, None
+    index = rows[monitor].idxmin() if mode == "min" else rows[monitor].idxmax()
+    return int(rows.loc[index, "epoch"]), float(rows.loc[index, monitor])
+
+
+def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, debug: bool = False) -> RunResult:
+    """Train ``cfg`` end to end: run dir, fit, final.ckpt, test with the best weights, model/, plots, report.
+
+    Resuming from a checkpoint inside a run directory continues in that directory; bad or foreign
+    checkpoints are rejected before anything is written.
+    """
+    quiet_lightning(debug)
+    resume_path = resolve_resume(resume, cfg)
+    if resume_path is not None:
+        check_compatible(checkpoint_meta(read_checkpoint(resume_path)), cfg, path=resume_path)
+    paths = (run_dir_of(resume_path) if resume_path else None) or create_run_dir(Path(cfg.output_dir), cfg.experiment)
+    paths.make()
+    _seed_and_threads(cfg)
+    datamodule = recipe.build_datamodule(cfg)
+    datamodule.setup("fit")
+    write_config(paths, cfg)
+    write_environment(paths, cfg, device=resolve_accelerator(cfg))
+    atomic_write_json(paths.data_summary, datamodule.data_summary())
+    plan = recipe.plan(cfg)
+    if plan is not None:
+        atomic_write_json(paths.plan, plan)
+    task = recipe.build_task(cfg, datamodule)
+    trainer, callbacks = build_trainer(cfg, paths, resume_command=["medtrain", "train", "--config", str(paths.config)])
+    started = time.perf_counter()
+    _fit_guarded(trainer, task if not cfg.trainer.compile else torch.compile(task), datamodule, resume_path, paths)
+    fit_seconds = time.perf_counter() - started
+    final = None
+    if not cfg.trainer.fast_dev_run:
+        final = paths.checkpoints / FINAL
+        trainer.save_checkpoint(final)
+    paths.recovery.unlink(missing_ok=True)
+    best = Path(callbacks.best.best_model_path) if callbacks.best.best_model_path else None
+    started = time.perf_counter()
+    datamodule.eval_split = "test"
+    raw = trainer.test(
+        task, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False, weights_only=True
+    )
+    test_seconds = time.perf_counter() - started
+    test_metrics = strip_split_prefix(raw[0] if raw else {})
+    write_model_dir(task, paths.model, source=best or final)
+    best_epoch, best_score = _best_epoch(paths.metrics_csv, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+    report = {
+        "recipe": cfg.recipe,
+        "experiment": cfg.experiment,
+        "run_dir": str(paths.root),
+        "config_hash": config_hash(cfg),
+        "monitor": cfg.checkpoint.monitor,
+        "best_epoch": best_epoch,
+        "best_score": best_score,
+        "best_checkpoint": str(best) if best else None,
+        "epochs_completed": trainer.current_epoch,
+        "timings": {"fit_seconds": round(fit_seconds, 3), "test_seconds": round(test_seconds, 3)},
+        "throughput": {"train_samples_per_second": round(callbacks.throughput.samples_per_second, 2)},
+        "test": test_metrics,
+    }
+    plots = _final_plots(task, datamodule, paths, cfg)
+    write_report(paths.root, report, plots)
+    return RunResult(paths.root, best, final, test_metrics, report)
+
+
+def _fit_guarded(
+    trainer: L.Trainer, task: Any, datamodule: L.LightningDataModule, resume: Path | None, paths: RunPaths
+) -> None:
+    """``trainer.fit`` with graceful SIGINT/SIGTERM; maps interruptions and failures to medtrain errors."""
+    try:
+        with graceful_signals():
+            trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except TrainingInterrupted:
+        raise
+    except SIGTERMException as exc:
+        raise TrainingInterrupted(signal.SIGTERM) from exc
+    except KeyboardInterrupt as exc:
+        raise TrainingInterrupted(signal.SIGINT) from exc
+    except SystemExit as exc:  # Lightning exits 1 after a second Ctrl+C
+        raise TrainingInterrupted(signal.SIGINT) from exc
+    except UserError:
+        raise
+    except Exception as exc:
+        recovery = paths.recovery if paths.recovery.is_file() else None
+        raise TrainingFailed(f"training failed: {type(exc).__name__}: {exc}", recovery) from exc
+
+
+def _final_plots(task: TaskModule, datamodule: L.LightningDataModule, paths: RunPaths, cfg: RunConfig) -> list[Path]:
+    plots = []
+    if paths.metrics_csv.is_file():
+        plots.append(
+            plot_training_curves(
+                paths.metrics_csv,
+                paths.plots / "training_curves.png",
+                monitor=cfg.checkpoint.monitor,
+                mode=cfg.checkpoint.mode,
+            )
+        )
+    plots.extend(task.report_plots(paths.root, datamodule))
+    return plots
+
+
+def load_task(recipe: Recipe, cfg: RunConfig, checkpoint: dict[str, Any]) -> tuple[TaskModule, Any]:
+    """Datamodule (set up for fit) and task with the checkpoint's weights loaded."""
+    _seed_and_threads(cfg)
+    datamodule = recipe.build_datamodule(cfg)
+    datamodule.setup("fit")
+    task = recipe.build_task(cfg, datamodule)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task, datamodule
+
+
+def checkpoint_of(path: Path) -> Path:
+    """A checkpoint file as given, or the one a run directory's results stand on.
+
+    For a run directory: the best checkpoint named in report.json, else final.ckpt, else last.ckpt.
+    """
+    if path.is_file():
+        return path
+    run = run_dir_of(path)
+    if run is None:
+        raise CheckpointError(f"not a checkpoint or run directory: {path}")
+    if run.report_json.is_file():
+        best = json.loads(run.report_json.read_text()).get("best_checkpoint")
+        if best and Path(best).is_file():
+            return Path(best)
+    for name in (FINAL, LAST):
+        if (run.checkpoints / name).is_file():
+            return run.checkpoints / name
+    raise CheckpointError(f"run directory {path} has no checkpoint yet")
+
+
+def evaluate(
+    recipe: Recipe,
+    cfg: RunConfig,
+    checkpoint_path: Path,
+    *,
+    split: str = "test",
+    output_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on ``split`` (``test`` or ``val``), written as report.{json,md,html}.
+
+    ``output_dir`` defaults to ``<run_dir>/evaluation_<split>`` for a checkpoint inside a run directory,
+    else ``./evaluation_<split>``. Returns the report dict (metrics under ``"test"`` keyed without prefix).
+    """
+    quiet_lightning()
+    checkpoint = read_checkpoint(checkpoint_path)
+    check_compatible(checkpoint_meta(checkpoint), cfg, path=checkpoint_path)
+    task, datamodule = load_task(recipe, cfg, checkpoint)
+    datamodule.eval_split = split  # type: ignore[assignment]
+    run = run_dir_of(checkpoint_path)
+    out = output_dir or ((run.root if run else Path.cwd()) / f"evaluation_{split}")
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, _ = build_trainer(cfg, RunPaths(out), resume_command=[], fit=False)
+    raw = trainer.test(task, datamodule=datamodule, verbose=False)
+    report = {
+        "recipe": cfg.recipe,
+        "experiment": cfg.experiment,
+        "checkpoint": str(checkpoint_path),
+        "split": split,
+        "config_hash": checkpoint_meta(checkpoint)["config_hash"],
+        "test": strip_split_prefix(raw[0] if raw else {}),
+    }
+    plots = task.report_plots(out, datamodule)
+    write_report(out, report, plots)
+    return report
+
+
+def export(
+    recipe: Recipe, cfg: RunConfig, checkpoint_path: Path, output_dir: Path, *, onnx: bool = True
+) -> dict[str, Path]:
+    """Export a checkpoint's network to ``output_dir``: safetensors + model.json (+ ONNX checked against torch)."""
+    quiet_lightning()
+    checkpoint = read_checkpoint(checkpoint_path)
+    check_compatible(checkpoint_meta(checkpoint), cfg, path=checkpoint_path)
+    task, _ = load_task(recipe, cfg, checkpoint)
+    return write_model_dir(task.eval(), output_dir, onnx=onnx, source=checkpoint_path)

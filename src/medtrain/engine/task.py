@@ -1,0 +1,105 @@
+"""Base LightningModule of every recipe: optimizer/scheduler from config, the export contract, checkpoint
+metadata.
+
+A recipe's task subclasses :class:`TaskModule`, implements ``training_step``/``validation_step``/``test_step``
+and the export contract (:meth:`export_module`, :meth:`example_inputs`). Conventions the engine relies on:
+
+- training logs ``train_loss``; validation logs the checkpoint monitor (default ``val_loss``);
+- ``test_step`` logs ``test_<metric>`` and, for every metric with a trivial baseline, ``test_baseline_<metric>``
+  (e.g. predicting the training mean), so reports put model and baseline side by side.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from medtrain import __version__
+from medtrain.config import config_hash, config_to_dict
+from medtrain.config.schema import RunConfig
+from medtrain.engine.optim import build_lr_scheduler, build_optimizer
+
+CHECKPOINT_META_KEY = "medtrain"
+
+
+class TaskModule(L.LightningModule):
+    """LightningModule with medtrain's optimizer, scheduler, export and checkpoint conventions."""
+
+    #: names of the exported module's inputs and outputs (ONNX graph names, model.json)
+    input_names: ClassVar[tuple[str, ...]] = ("input",)
+    output_names: ClassVar[tuple[str, ...]] = ("output",)
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    # -- optimisation -------------------------------------------------------------------------------
+    def parameter_groups(self) -> Any:
+        """Parameters handed to the optimizer (override for per-group settings)."""
+        return self.parameters()
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer from ``cfg.optim``; LR schedule from ``cfg.scheduler`` stepped at its own cadence.
+
+        ``steps_per_epoch = ceil(trainer.estimated_stepping_batches / max_epochs)`` (optimizer steps, so
+        gradient accumulation is accounted for).
+        """
+        optimizer = build_optimizer(self.parameter_groups(), self.cfg.optim)
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        total_steps = self.trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, math.ceil(total_steps / max_epochs)) if math.isfinite(total_steps) else 1
+        scheduler = build_lr_scheduler(
+            optimizer,
+            self.cfg.scheduler,
+            steps_per_epoch=steps_per_epoch,
+            max_epochs=max_epochs,
+            monitor=self.cfg.checkpoint.monitor,
+            monitor_mode=self.cfg.checkpoint.mode,
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # -- export contract ----------------------------------------------------------------------------
+    @abstractmethod
+    def export_module(self) -> nn.Module:
+        """The inference network written to ``model/`` (safetensors, ONNX); a plain ``nn.Module``."""
+
+    @abstractmethod
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """Example inputs of :meth:`export_module` with batch size 1 (CPU tensors)."""
+
+    def model_spec(self) -> dict[str, Any]:
+        """Extra JSON for ``model.json`` that prediction needs (normalisation statistics, class names...)."""
+        return {}
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def batch_size_of(self, batch: Any) -> int:
+        """Number of samples in ``batch`` (first tensor's leading dimension), for throughput."""
+        first = batch
+        while isinstance(first, (list, tuple, dict)):
+            first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+        return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 1
+
+    def report_plots(self, run_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        """Recipe plots written at the end of training under ``run_dir/plots``; returns their paths."""
+        return []
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """What every checkpoint carries besides the weights: recipe, resolved config and its hash."""
+        return {
+            "recipe": self.cfg.recipe,
+            "config": config_to_dict(self.cfg),
+            "config_hash": config_hash(self.cfg),
+            "medtrain_version": __version__,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_META_KEY] = self.checkpoint_metadata()

@@ -1,0 +1,1 @@
+"""Reusable torch building blocks (plain nn.Modules and functions; no Lightning, configs or files)."""

@@ -1,0 +1,1 @@
+"""Built-in recipes, one folder each; they plug in through medtrain.registry."""
