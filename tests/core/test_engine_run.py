@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import medtrain
+from medtrain import api
 from medtrain.config import config_hash
 from medtrain.engine.checkpoint_io import read_checkpoint
 from medtrain.errors import CheckpointError
@@ -58,7 +59,7 @@ def test_train_writes_the_whole_run_directory(toy_overrides: list[str]) -> None:
 
     checkpoint = read_checkpoint(run / "checkpoints" / "final.ckpt")
     assert checkpoint["medtrain"]["recipe"] == "toy"
-    cfg = medtrain.api.config_for(run / "config.yaml")[1]
+    cfg = api.config_for(run / "config.yaml")[1]
     assert checkpoint["medtrain"]["config_hash"] == config_hash(cfg) == report["config_hash"]
     assert f"config_hash: {report['config_hash']}" in (run / "config.yaml").read_text()
 
@@ -128,16 +129,14 @@ def test_evaluate_predict_export_from_a_run(toy_overrides: list[str], tmp_path: 
     np.savez(tmp_path / "new.npz", x=table["x"][:4])
     written = predictor.predict_path(tmp_path / "new.npz", tmp_path / "pred")
     predicted = np.load(written)
-    net = medtrain.api._checkpoint_config
     assert predicted.shape == (4,)
     state = read_checkpoint(Path(report["checkpoint"]))["state_dict"]
     x = torch.from_numpy(table["x"][:4])
     hidden = torch.relu(x @ state["net.0.weight"].T + state["net.0.bias"])
     expected = (hidden @ state["net.3.weight"].T + state["net.3.bias"]).squeeze(-1).numpy()
     np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
-    assert net is not None
 
-    exported = medtrain.api.export(result.run_dir, tmp_path / "export")
+    exported = api.export(result.run_dir, tmp_path / "export")
     assert {"weights", "onnx", "manifest"} <= set(exported)
 
 

@@ -161,7 +161,8 @@ class WandbConfig(Section):
 
 
 class MlflowConfig(Section):
-    """MLflow logger (extra ``[mlflow]``); ``tracking_uri`` None writes to ``<run_dir>/mlruns``."""
+    """MLflow logger (extra ``[mlflow]``); ``tracking_uri`` None uses ``MLFLOW_TRACKING_URI``, else a local file
+    store in ``<run_dir>/mlruns``. Credentials come from MLflow's own environment variables only."""
 
     enabled: bool = False
     tracking_uri: str | None = None

@@ -256,10 +256,13 @@ class EpochSummary(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
+        logged = trainer.callback_metrics
         metrics = {
             name: float(value)
-            for name, value in trainer.callback_metrics.items()
-            if not name.endswith("_step") and getattr(value, "numel", lambda: 1)() == 1
+            for name, value in logged.items()
+            if not name.endswith("_step")
+            and not (name.endswith("_epoch") and name.removesuffix("_epoch") in logged)
+            and getattr(value, "numel", lambda: 1)() == 1
         }
         shown = " · ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items()))
         log.info(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medtrain.config import config_hash
@@ -133,7 +132,10 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     task = recipe.build_task(cfg, datamodule)
     trainer, callbacks = build_trainer(cfg, paths, resume_command=["medtrain", "train", "--config", str(paths.config)])
     started = time.perf_counter()
-    _fit_guarded(trainer, task if not cfg.trainer.compile else torch.compile(task), datamodule, resume_path, paths)
+    if cfg.trainer.compile:
+        for module in task.compile_targets():
+            module.compile()
+    _fit_guarded(trainer, task, datamodule, resume_path, paths)
     fit_seconds = time.perf_counter() - started
     final = None
     if not cfg.trainer.fast_dev_run:

@@ -75,6 +75,12 @@ class TaskModule(L.LightningModule):
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """Example inputs of :meth:`export_module` with batch size 1 (CPU tensors)."""
 
+    def compile_targets(self) -> list[nn.Module]:
+        """Sub-modules compiled in place (``nn.Module.compile``) when ``trainer.compile`` is on; compiling the
+        networks rather than the LightningModule keeps ``self.log`` out of the graph and state-dict keys
+        unchanged."""
+        return [self.export_module()]
+
     def model_spec(self) -> dict[str, Any]:
         """Extra JSON for ``model.json`` that prediction needs (normalisation statistics, class names...)."""
         return {}

@@ -202,6 +202,9 @@ def _wandb_logger(cfg: RunConfig, paths: RunPaths, run_name: str) -> Logger:
 
 
 def _mlflow_logger(cfg: RunConfig, paths: RunPaths, run_name: str) -> Logger:
+    """MLflow logger. Tracking URI: ``logging.mlflow.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else a local
+    file store in ``<run_dir>/mlruns`` (MLflow keeps that backend in maintenance mode behind
+    ``MLFLOW_ALLOW_FILE_STORE``, which is set for this local default only)."""
     try:
         import mlflow  # noqa: F401
     except ImportError as exc:
@@ -209,10 +212,14 @@ def _mlflow_logger(cfg: RunConfig, paths: RunPaths, run_name: str) -> Logger:
     from lightning.pytorch.loggers import MLFlowLogger
 
     mlflow_cfg = cfg.logging.mlflow
+    tracking_uri = mlflow_cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if tracking_uri is None:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        tracking_uri = (paths.root / "mlruns").resolve().as_uri()
     return MLFlowLogger(
         experiment_name=mlflow_cfg.experiment_name or cfg.experiment,
         run_name=run_name,
-        tracking_uri=mlflow_cfg.tracking_uri or (paths.root / "mlruns").resolve().as_uri(),
+        tracking_uri=tracking_uri,
     )
 
 
