@@ -24,7 +24,7 @@ from rich.table import Table
 
 from medtrain import registry
 from medtrain.config import ConfigError, FlagValue
-from medtrain.errors import UsageError, UserError
+from medtrain.errors import TrainingFailed, TrainingInterrupted, UsageError, UserError
 
 app = typer.Typer(
     name="medtrain",
@@ -35,8 +35,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode="rich",
 )
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: never insert line breaks, so piped output (YAML, paths, one-line errors) stays intact
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 log = logging.getLogger("medtrain")
 
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -49,7 +50,9 @@ class _State:
 STATE = _State()
 
 # -- shared options --------------------------------------------------------------------------------------------
-LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+LogLevel = Annotated[
+    str, typer.Option("--log-level", envvar="MEDTRAIN_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and Lightning's own messages.")]
 RecipeOpt = Annotated[str | None, typer.Option("--recipe", "-r", help="Recipe name (see `medtrain recipes`).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (may use `_base_:`).")]
@@ -125,13 +128,21 @@ def recipe_flags(command: str, args: list[str], aliases: tuple[registry.FlagAlia
     return flags
 
 
-def config_args(ctx: typer.Context, command: str, recipe: str | None, config: Path | None) -> dict[str, FlagValue]:
-    """Recipe-specific flags from the unparsed arguments, once the recipe is known."""
+def config_args(
+    ctx: typer.Context, command: str, recipe: str | None, config: Path | None, resume: str | None = None
+) -> dict[str, FlagValue]:
+    """Recipe-specific flags from the unparsed arguments, once the recipe is known (from ``--recipe``, the
+    config file, or the checkpoint ``--resume`` names)."""
     if not ctx.args:
         return {}
     from medtrain.engine.resolve import recipe_name_of
 
-    name = recipe_name_of(config, recipe, None)
+    embedded = None
+    if recipe is None and config is None and resume not in (None, "auto"):
+        from medtrain.engine.checkpoint_io import checkpoint_meta, read_checkpoint
+
+        embedded = checkpoint_meta(read_checkpoint(Path(resume)))["config"]
+    name = recipe_name_of(config, recipe, embedded)
     return recipe_flags(command, list(ctx.args), registry.get(name).flag_aliases)
 
 
@@ -236,7 +247,7 @@ def train_command(
         flags["trainer.overfit_batches"] = FlagValue(str(overfit_batches), "--overfit-batches")
     if quiet:
         flags["trainer.progress"] = FlagValue("quiet", "--quiet")
-    flags.update(config_args(ctx, "train", recipe, config))
+    flags.update(config_args(ctx, "train", recipe, config, resume))
     if dry_run or validate_config:
         the_recipe, cfg = api.config_for(config, recipe=recipe, overrides=override or (), flags=flags, resume=resume)
         if validate_config:
@@ -481,9 +492,6 @@ def _print_user_error(error: BaseException) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the process exit code (see module docstring)."""
-    from medtrain.engine.callbacks import TrainingInterrupted
-    from medtrain.engine.run import TrainingFailed
-
     STATE.debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         app(args=argv, prog_name="medtrain")  # standalone: usage errors print and raise SystemExit(2)

@@ -1,11 +1,16 @@
-"""User-facing errors: each maps to exit code 2 and one readable line (see ARCHITECTURE.md, Exit codes).
+"""The exceptions that decide medtrain's exit codes (ARCHITECTURE.md, "Exit codes").
 
-Raise these for bad arguments, bad data and unusable checkpoints. Anything else escaping a command is a
-runtime failure (exit 1). Configuration errors live in :mod:`medtrain.config.errors` (``config/`` imports
-nothing of medtrain but itself); the CLI treats both families the same way.
+:class:`UserError` and its subclasses: bad arguments, bad data, unusable checkpoints → exit 2 with one readable
+line. Configuration errors live in :mod:`medtrain.config.errors` (``config/`` imports nothing of medtrain but
+itself) and are treated the same way. :class:`TrainingInterrupted` → 128 + signal (130 SIGINT, 143 SIGTERM);
+:class:`TrainingFailed` and anything else → exit 1. This module imports nothing heavy, so the CLI can name
+these classes without loading torch.
 """
 
 from __future__ import annotations
+
+import signal
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -24,3 +29,25 @@ class CheckpointError(UserError):
 
 class UsageError(UserError):
     """Command-line arguments are wrong or contradict each other."""
+
+
+class TrainingInterrupted(Exception):
+    """Raised at a batch boundary after SIGINT/SIGTERM; the exit code is ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"training interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class TrainingFailed(RuntimeError):
+    """Training raised; ``recovery`` names recovery.json when a checkpoint could be saved (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, recovery: Path | None) -> None:
+        super().__init__(message)
+        self.recovery = recovery

@@ -286,7 +286,7 @@ def test_env_and_flags_are_typed_like_overrides() -> None:
 
 def test_env_reserved_and_foreign_names_are_ignored() -> None:
     env = {name: "not a config value" for name in RESERVED_ENV} | {"HOME": "/root", "SEED": "x"}
-    assert sorted(RESERVED_ENV) == ["MEDTRAIN_HOME", "MEDTRAIN_LOG_LEVEL", "MEDTRAIN_RECIPE_PLUGINS"]
+    assert sorted(RESERVED_ENV) == ["MEDTRAIN_LOG_LEVEL", "MEDTRAIN_RECIPE_PLUGINS", "MEDTRAIN_RUN_DIR"]
     assert load(env=env) == load()
 
 

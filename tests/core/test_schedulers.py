@@ -7,6 +7,7 @@ multiplier: ``t`` counts optimizer steps for per-step schedules and epochs for p
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import lightning as L
@@ -257,6 +258,22 @@ def test_resume_continues_the_same_curve(
     resumed_optimizer.load_state_dict(state["optimizer"])
     resumed["scheduler"].load_state_dict(state["scheduler"])
     assert _advance(resumed_optimizer, resumed["scheduler"], steps - steps // 2) == reference[steps // 2 :]
+
+
+def test_resume_with_more_epochs_follows_the_new_schedule() -> None:
+    """The multipliers come from the config, not the checkpoint: extending a cosine run stretches the curve."""
+    sched = {"name": "cosine", "min_lr": 0.0}
+    optimizer, config = _build(sched, max_epochs=2)
+    _advance(optimizer, config["scheduler"], 2 * STEPS_PER_EPOCH)  # the old schedule has ended: lr == min_lr
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    state = {"optimizer": optimizer.state_dict(), "scheduler": config["scheduler"].state_dict()}
+
+    resumed_optimizer, resumed = _build(sched, max_epochs=4)
+    resumed_optimizer.load_state_dict(state["optimizer"])
+    resumed["scheduler"].load_state_dict(state["scheduler"])
+    (lr,) = _advance(resumed_optimizer, resumed["scheduler"], 2)[1:]
+    t, total = 2 * STEPS_PER_EPOCH + 1, 4 * STEPS_PER_EPOCH
+    assert lr == pytest.approx(OPTIM.lr * 0.5 * (1 + math.cos(math.pi * t / total)))
 
 
 def _reference(sched: dict[str, Any], max_epochs: int) -> tuple[torch.optim.Optimizer, Any]:

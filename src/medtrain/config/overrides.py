@@ -24,7 +24,7 @@ from medtrain.config.errors import ConfigError
 from medtrain.config.suggest import UnknownKey
 
 ENV_PREFIX = "MEDTRAIN_"
-RESERVED_ENV = frozenset({"MEDTRAIN_RECIPE_PLUGINS", "MEDTRAIN_LOG_LEVEL", "MEDTRAIN_HOME"})
+RESERVED_ENV = frozenset({"MEDTRAIN_RECIPE_PLUGINS", "MEDTRAIN_LOG_LEVEL", "MEDTRAIN_RUN_DIR"})
 """``MEDTRAIN_*`` variables that configure the program itself, not a run: never read as config keys."""
 
 _ENV_LEVEL_SEPARATOR = "__"

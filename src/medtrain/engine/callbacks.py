@@ -29,21 +29,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 
+from medtrain.errors import TrainingInterrupted
 from medtrain.io.atomic import atomic_write_json
 
 log = logging.getLogger("medtrain")
-
-
-class TrainingInterrupted(Exception):
-    """Raised at a batch boundary after SIGINT/SIGTERM; the exit code is ``128 + signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"training interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 class _SignalFlag:

@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
+from torch.optim.lr_scheduler import OneCycleLR
 
 from medtrain.config.schema import OptimConfig, SchedulerConfig
 from medtrain.engine.schedulers import (
+    ConfiguredLambdaLR,
     LinearWarmup,
     WarmupCosine,
     WarmupCosineRestarts,
@@ -123,7 +124,9 @@ def build_lr_scheduler(
         )
         config |= {"monitor": monitor, "strict": True}
     else:
-        config["scheduler"] = LambdaLR(optimizer, [_multiplier(cfg, lr, warmup, length, steps_per_epoch) for lr in lrs])
+        config["scheduler"] = ConfiguredLambdaLR(
+            optimizer, [_multiplier(cfg, lr, warmup, length, steps_per_epoch) for lr in lrs]
+        )
     return config
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medtrain.config import config_hash
 from medtrain.config.schema import RunConfig
-from medtrain.engine.callbacks import TrainingInterrupted, graceful_signals
+from medtrain.engine.callbacks import graceful_signals
 from medtrain.engine.checkpoint_io import (
     FINAL,
     LAST,
@@ -33,22 +34,14 @@ from medtrain.engine.model_dir import write_model_dir
 from medtrain.engine.rundir import RunPaths, create_run_dir, run_dir_of, write_config, write_environment
 from medtrain.engine.task import TaskModule
 from medtrain.engine.trainer import build_trainer, configure_threads, quiet_lightning, resolve_accelerator
-from medtrain.errors import CheckpointError, UserError
+from medtrain.errors import CheckpointError, TrainingFailed, TrainingInterrupted, UserError
 from medtrain.io.atomic import atomic_write_json
 from medtrain.registry import Recipe
 from medtrain.reporting import plot_training_curves, write_report
 
 log = logging.getLogger("medtrain")
 
-
-class TrainingFailed(RuntimeError):
-    """Training raised; ``recovery`` names recovery.json when a checkpoint could be saved (exit code 1)."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, recovery: Path | None) -> None:
-        super().__init__(message)
-        self.recovery = recovery
+RUN_DIR_ENV = "MEDTRAIN_RUN_DIR"
 
 
 @dataclass(frozen=True)
@@ -118,8 +111,9 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     resume_path = resolve_resume(resume, cfg)
     if resume_path is not None:
         check_compatible(checkpoint_meta(read_checkpoint(resume_path)), cfg, path=resume_path)
-    paths = (run_dir_of(resume_path) if resume_path else None) or create_run_dir(Path(cfg.output_dir), cfg.experiment)
+    paths = (run_dir_of(resume_path) if resume_path else None) or _new_or_shared_run_dir(cfg)
     paths.make()
+    os.environ[RUN_DIR_ENV] = str(paths.root)  # DDP ranks that Lightning launches from here write here too
     _seed_and_threads(cfg)
     datamodule = recipe.build_datamodule(cfg)
     datamodule.setup("fit")
@@ -141,13 +135,16 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     if not cfg.trainer.fast_dev_run:
         final = paths.checkpoints / FINAL
         trainer.save_checkpoint(final)
-    paths.recovery.unlink(missing_ok=True)
     best = Path(callbacks.best.best_model_path) if callbacks.best.best_model_path else None
+    if not trainer.is_global_zero:  # rank 0 alone tests, exports and reports
+        return RunResult(paths.root, best, final, {})
+    paths.recovery.unlink(missing_ok=True)
     started = time.perf_counter()
     datamodule.eval_split = "test"
-    raw = trainer.test(
-        task, datamodule=datamodule, ckpt_path=str(best) if best else None, verbose=False, weights_only=True
-    )
+    if best is not None:
+        task.load_state_dict(read_checkpoint(best)["state_dict"])
+    evaluator, _ = build_trainer(cfg, paths, resume_command=[], fit=False)
+    raw = evaluator.test(task, datamodule=datamodule, verbose=False)
     test_seconds = time.perf_counter() - started
     test_metrics = strip_split_prefix(raw[0] if raw else {})
     write_model_dir(task, paths.model, source=best or final)
@@ -169,6 +166,19 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     plots = _final_plots(task, datamodule, paths, cfg)
     write_report(paths.root, report, plots)
     return RunResult(paths.root, best, final, test_metrics, report)
+
+
+def _new_or_shared_run_dir(cfg: RunConfig) -> RunPaths:
+    """A new run directory, except on a non-zero distributed rank, which joins rank 0's (``MEDTRAIN_RUN_DIR``).
+
+    Lightning starts the other ranks of a multi-device run as copies of this process after rank 0 set the
+    variable; under ``torchrun``/``srun``, set ``MEDTRAIN_RUN_DIR`` for all ranks yourself.
+    """
+    shared = os.environ.get(RUN_DIR_ENV)
+    rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+    if shared and rank > 0:
+        return RunPaths(Path(shared))
+    return create_run_dir(Path(cfg.output_dir), cfg.experiment)
 
 
 def _fit_guarded(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, SupportsFloat
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 
 def warmup_factor(t: int, warmup: int, start_factor: float) -> float:
@@ -28,6 +28,23 @@ def warmup_factor(t: int, warmup: int, start_factor: float) -> float:
 def _cosine(progress: float, min_factor: float) -> float:
     """Half-cosine from 1 (``progress`` 0) to ``min_factor`` (``progress`` 1)."""
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ConfiguredLambdaLR(LambdaLR):
+    """``LambdaLR`` whose multipliers always come from the current config.
+
+    Its state keeps the position (``last_epoch``, base LRs) but not the multipliers' parameters, so a run
+    resumed with the same config continues the same curve, and a run resumed with more epochs follows the
+    schedule for the new length instead of running on past the end of the old one.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["lr_lambdas"] = [None] * len(self.lr_lambdas)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict({**state_dict, "lr_lambdas": [None] * len(self.lr_lambdas)})
 
 
 @dataclass

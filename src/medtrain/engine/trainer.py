@@ -226,8 +226,11 @@ def _mlflow_logger(cfg: RunConfig, paths: RunPaths, run_name: str) -> Logger:
 def build_trainer(
     cfg: RunConfig, paths: RunPaths, *, resume_command: list[str], fit: bool = True
 ) -> tuple[L.Trainer, EngineCallbacks]:
-    """A ``lightning.Trainer`` for ``cfg`` writing into ``paths``; ``fit=False`` builds an evaluation-only
-    trainer (no loggers, no checkpoints)."""
+    """A ``lightning.Trainer`` for ``cfg`` writing into ``paths``.
+
+    ``fit=False`` builds an evaluation trainer: one device, no loggers, no checkpoints (Lightning advises
+    testing on one device: a DistributedSampler pads the test set with repeated samples).
+    """
     accelerator = resolve_accelerator(cfg)
     trainer_cfg = cfg.trainer
     callbacks = build_callbacks(cfg, paths, resume_command=resume_command)
@@ -242,9 +245,9 @@ def build_trainer(
     trainer = L.Trainer(
         default_root_dir=paths.root,
         accelerator=accelerator,
-        devices=trainer_cfg.devices,
-        num_nodes=trainer_cfg.num_nodes,
-        strategy=trainer_cfg.strategy,
+        devices=trainer_cfg.devices if fit else 1,
+        num_nodes=trainer_cfg.num_nodes if fit else 1,
+        strategy=trainer_cfg.strategy if fit else "auto",
         precision=resolve_precision(cfg, accelerator),  # type: ignore[arg-type]
         max_epochs=trainer_cfg.max_epochs,
         max_steps=trainer_cfg.max_steps,
