@@ -87,8 +87,9 @@ def setup_logging(level: str, debug: bool) -> None:
     if chosen not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise UsageError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     handler = RichHandler(console=console, show_path=debug, show_time=False, markup=False)
+    handler.setLevel(chosen)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
-    log.setLevel(chosen)
+    log.setLevel(min(logging.INFO, logging.getLevelName(chosen)))  # the run's log file keeps INFO lines
 
 
 def shortcut_flags(**values: Any) -> dict[str, FlagValue]:
@@ -274,14 +275,6 @@ def validate_command(
     recipe: RecipeOpt = None,
     config: ConfigOpt = None,
     override: OverrideOpt = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: LR = None,
-    devices: Devices = None,
-    precision: Precision = None,
-    seed: Seed = None,
-    experiment: Experiment = None,
-    output_dir: OutputDir = None,
     log_level: LogLevel = "INFO",
     debug: Debug = False,
 ) -> None:
@@ -294,17 +287,7 @@ def validate_command(
     setup_logging(log_level, debug)
     from medtrain import api
 
-    flags = shortcut_flags(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        devices=devices,
-        precision=precision,
-        seed=seed,
-        experiment=experiment,
-        output_dir=output_dir,
-    )
-    flags.update(config_args(ctx, "validate", recipe, config))
+    flags = config_args(ctx, "validate", recipe, config)
     cfg, findings = api.validate(config, recipe=recipe, overrides=override or (), flags=flags)
     for finding in findings:
         out.print(f"  {finding}", markup=False)

@@ -7,11 +7,13 @@ Each flow takes a recipe and a validated config and returns plain results; excep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +131,8 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     if cfg.trainer.compile:
         for module in task.compile_targets():
             module.compile()
-    _fit_guarded(trainer, task, datamodule, resume_path, paths)
+    with run_log(paths.logs / "medtrain.log"):
+        _fit_guarded(trainer, task, datamodule, resume_path, paths)
     fit_seconds = time.perf_counter() - started
     final = None
     if not cfg.trainer.fast_dev_run:
@@ -166,6 +169,23 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     plots = _final_plots(task, datamodule, paths, cfg)
     write_report(paths.root, report, plots)
     return RunResult(paths.root, best, final, test_metrics, report)
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Within the block, medtrain's INFO-and-above log lines are also appended to ``path`` (with timestamps)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    previous_level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
+        handler.close()
 
 
 def _new_or_shared_run_dir(cfg: RunConfig) -> RunPaths:
