@@ -39,6 +39,7 @@ def test_train_writes_the_whole_run_directory(toy_overrides: list[str]) -> None:
     assert {"last.ckpt", "final.ckpt"} <= set(checkpoints)
     assert not any(name.endswith(".tmp") for name in checkpoints)
     assert (run / "logs" / "metrics.csv").is_file()
+    assert "epoch 3/3" in (run / "logs" / "medtrain.log").read_text()
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "plots" / "training_curves.png").stat().st_size > 10_000
     assert (run / "model" / "model.safetensors").is_file()
