@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from medtrain import registry
@@ -468,7 +469,7 @@ def demo_command(
 
 # -- entry point -----------------------------------------------------------------------------------------------
 def _print_user_error(error: BaseException) -> None:
-    console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+    console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
     if STATE.debug:
         console.print(traceback.format_exc(), markup=False, highlight=False)
 
@@ -492,7 +493,7 @@ def run(argv: list[str] | None = None) -> int:
             console.print(f"recovery information: {exc.recovery}", markup=False)
         return 1
     except Exception as exc:
-        console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
         if STATE.debug:
             console.print(traceback.format_exc(), markup=False, highlight=False)
         else:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from medtrain.engine.task import TaskModule
 
 #: "module:ClassName" of every built-in recipe; adding a recipe adds one line here.
-BUILTIN_RECIPES: tuple[str, ...] = ()
+BUILTIN_RECIPES: tuple[str, ...] = ("medtrain.recipes.ultrasound_ae.recipe:UltrasoundAERecipe",)
 
 PLUGIN_ENV = "MEDTRAIN_RECIPE_PLUGINS"
 ENTRY_POINT_GROUP = "medtrain.recipes"

@@ -1,0 +1,1 @@
+"""Recipe ultrasound-ae: raw multi-channel ultrasound → filtered, tokenized sequences → CNN autoencoder embeddings."""
