@@ -19,8 +19,8 @@ loop and ``self.log``, about 1-1.5 ms on a 2-core CPU) and per epoch (checkpoint
 weighs more on cheap steps and short epochs: the output names the step cost it was measured at and the overhead
 in ms/step.
 
-Usage: ``python benchmarks/engine_overhead.py [--rounds 7] [--epochs 2] [--batches 60] [--batch-size 64]
-[--threads 2] [--device cpu|cuda]``.
+Usage: ``python benchmarks/engine_overhead.py [--rounds 5] [--epochs 2] [--batches 50] [--batch-size 64]
+[--threads 2] [--device cpu|cuda] [--budget-s 150]``.
 No timing threshold is enforced: the script always exits 0 after printing its table.
 """
 
@@ -50,6 +50,7 @@ from medtrain.engine.trainer import build_trainer, quiet_lightning
 IMAGE = 32
 CLASSES = 10
 SEED = 0
+MIN_ROUNDS = 3
 
 
 class BenchConfig(RunConfig):
@@ -209,13 +210,19 @@ def run_engine(cfg: BenchConfig, datasets: dict[str, TensorDataset], device: tor
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds, each runs both arms (default 7)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, each runs both arms (default 5)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default 2)")
-    parser.add_argument("--batches", type=int, default=60, help="training batches per epoch (default 60)")
+    parser.add_argument("--batches", type=int, default=50, help="training batches per epoch (default 50)")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per batch: sets the step cost (default 64)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (default 2; 1 is steadier on a busy machine)"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=150.0,
+        help=f"stop after the round that passes this many seconds, once {MIN_ROUNDS} rounds are done (default 150)",
     )
     args = parser.parse_args(argv)
     if min(args.rounds, args.epochs, args.batches, args.batch_size, args.threads) < 1:
@@ -233,15 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     datasets = make_datasets(args.batches, args.batch_size)
     arms: dict[str, Callable[..., Timing]] = {"hand": run_hand, "engine": run_engine}
     runs: dict[str, list[Timing]] = {"hand": [], "engine": []}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="medtrain-bench-") as tmp:
         cfg = make_config(args, Path(tmp))
-        for arm in arms.values():  # warm-up: imports, allocator, first-fit costs; not timed
-            arm(cfg, datasets, device)
+        warm_up = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"max_epochs": 1})})
+        for arm in arms.values():  # imports, allocator, first-fit costs: not timed
+            arm(warm_up, datasets, device)
         for index in range(args.rounds):
             for name in ("hand", "engine") if index % 2 == 0 else ("engine", "hand"):
                 runs[name].append(arms[name](cfg, datasets, device))
                 if torch.get_num_threads() != args.threads:
                     raise RuntimeError(f"the {name} run changed torch's thread count to {torch.get_num_threads()}")
+            if index + 1 >= MIN_ROUNDS and time.perf_counter() - started > args.budget_s:
+                print(f"time budget of {args.budget_s:.0f} s spent: stopping after {index + 1} rounds (machine busy?)")
+                break
     report(args, runs)
     return 0
 
@@ -261,7 +273,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[Timing]]) -> None:
     print(f"engine overhead on {args.device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print(
         f"workload: conv net ({params:,} params), batch {args.batch_size} of 1x{IMAGE}x{IMAGE}, AdamW, "
-        f"{args.epochs} epochs x {args.batches} steps + 1 val batch per epoch, {args.rounds} rounds (A-B/B-A)"
+        f"{args.epochs} epochs x {args.batches} steps + 1 val batch per epoch, {len(ratios)} rounds (A-B/B-A)"
     )
     print(f"step cost measured: {1000 / hand:.1f} ms/step (hand loop, median wall clock)")
     print()
