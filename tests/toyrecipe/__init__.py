@@ -103,7 +103,7 @@ class ToyTask(TaskModule):
             time.sleep(self.cfg.model.step_sleep)
         x, y = batch
         loss = nn.functional.mse_loss(self(x), y)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_train("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

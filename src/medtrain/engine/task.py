@@ -4,7 +4,8 @@ metadata.
 A recipe's task subclasses :class:`TaskModule`, implements ``training_step``/``validation_step``/``test_step``
 and the export contract (:meth:`export_module`, :meth:`example_inputs`). Conventions the engine relies on:
 
-- training logs ``train_loss``; validation logs the checkpoint monitor (default ``val_loss``);
+- training logs ``train_loss`` through :meth:`TaskModule.log_train` (cheap: see there); validation logs the
+  checkpoint monitor (default ``val_loss``) with ``self.log``;
 - ``test_step`` logs ``test_<metric>`` and, for every metric with a trivial baseline, ``test_baseline_<metric>``
   (e.g. predicting the training mean), so reports put model and baseline side by side.
 """
@@ -38,6 +39,27 @@ class TaskModule(L.LightningModule):
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self._train_sums: dict[str, list[Any]] = {}
+
+    # -- logging ------------------------------------------------------------------------------------
+    def log_train(self, name: str, value: torch.Tensor, *, prog_bar: bool = False) -> None:
+        """Log a training value as ``<name>_step`` every ``trainer.log_every_n_steps`` optimizer steps and as
+        ``<name>_epoch`` (the mean over the epoch's batches, synced across ranks) at the end of the epoch.
+
+        Same names as ``self.log(name, on_step=True, on_epoch=True)``, but Lightning's ``self.log`` costs about
+        0.7 ms per call on a CPU, paid every step; here a step costs one in-place tensor addition.
+        """
+        total = self._train_sums.setdefault(name, [torch.zeros((), device=value.device), 0])
+        total[0] += value.detach()
+        total[1] += 1
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            self.log(f"{name}_step", value.detach(), on_step=True, on_epoch=False, prog_bar=prog_bar)
+
+    def on_train_epoch_end(self) -> None:
+        """Logs the epoch means of :meth:`log_train` values (call ``super()`` when overriding)."""
+        for name, (total, count) in self._train_sums.items():
+            self.log(f"{name}_epoch", total / max(count, 1), on_step=False, on_epoch=True, sync_dist=True)
+        self._train_sums = {}
 
     # -- optimisation -------------------------------------------------------------------------------
     def parameter_groups(self) -> Any:

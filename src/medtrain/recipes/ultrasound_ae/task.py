@@ -122,9 +122,12 @@ class UltrasoundAETask(TaskModule):
         x, _ = _tokens(batch)
         recon, z = self.autoencoder(x)
         terms = self.criterion(recon, x, z)
-        on_step = stage == "train"
-        self.log(f"{stage}_loss", terms["loss"], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(x))
-        self.log(f"{stage}_mse", terms["mse"], on_step=False, on_epoch=True, batch_size=len(x))
+        if stage == "train":
+            self.log_train("train_loss", terms["loss"], prog_bar=True)
+            self.log_train("train_mse", terms["mse"])
+        else:
+            self.log(f"{stage}_loss", terms["loss"], prog_bar=True, batch_size=len(x), sync_dist=True)
+            self.log(f"{stage}_mse", terms["mse"], batch_size=len(x), sync_dist=True)
         return terms["loss"]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
