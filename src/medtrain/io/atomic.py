@@ -16,21 +16,29 @@ from typing import Any, BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a binary file for writing that appears at ``path`` only once the block exits without error."""
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path``; what the block writes there replaces ``path`` (after ``fsync``) when the
+    block exits without error, and is removed otherwise. For writers that need a file name (h5py, zarr...)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp_name)
+        with open(tmp_name, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a binary file for writing that appears at ``path`` only once the block exits without error."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

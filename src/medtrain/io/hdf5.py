@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import h5py
 import numpy as np
 
 from medtrain.errors import DataError
+from medtrain.io.atomic import atomic_path
 from medtrain.io.paths import require_file
 
 JSON_ATTRS = "medtrain_json_attrs"
@@ -41,22 +40,11 @@ def write_h5(
     """
     path = Path(path)
     encoded, json_names = _encode_attrs(attrs or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp_name, "w") as handle:
-            for name, value in datasets.items():
-                _create_dataset(handle, name, np.asarray(value), compression)
-            handle.attrs.update(encoded)
-            handle.attrs[JSON_ATTRS] = json.dumps(json_names)
-        with open(tmp_name, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        for name, value in datasets.items():
+            _create_dataset(handle, name, np.asarray(value), compression)
+        handle.attrs.update(encoded)
+        handle.attrs[JSON_ATTRS] = json.dumps(json_names)
     return path
 
 
