@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import multiprocessing
-import pickle
 import tracemalloc
 import warnings
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -255,11 +255,12 @@ def test_memmapped_tif_results_are_copies_not_views(tmp_path: Path) -> None:
     np.testing.assert_array_equal(open_volume(tmp_path / "v.tif").read(), array)
 
 
-def test_pickling_a_volume_sends_its_path_not_its_data(tmp_path: Path, big_array: np.ndarray) -> None:
+def test_sending_a_volume_to_a_worker_sends_its_path_not_its_data(tmp_path: Path, big_array: np.ndarray) -> None:
+    """Spawned DataLoader workers receive their dataset through multiprocessing's serializer (never a file)."""
     volume = open_volume(write_volume(tmp_path / "big.tif", big_array), spacing=(3.0, 2.0, 1.0))
-    payload = pickle.dumps(volume)
+    payload = bytes(ForkingPickler.dumps(volume))
     assert len(payload) < 2048
-    again = pickle.loads(payload)
+    again = ForkingPickler.loads(payload)
     assert again.spacing == (3.0, 2.0, 1.0) and again.shape == BIG_SHAPE
     np.testing.assert_array_equal(again[5, 6], big_array[5, 6])
 
