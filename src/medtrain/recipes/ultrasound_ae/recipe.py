@@ -50,5 +50,5 @@ class UltrasoundAERecipe(Recipe):
 
     def generate_synthetic(self, output: Path, *, seed: int) -> SyntheticData:
         raw = output / "raw"
-        folders = generate_raw_dataset(raw, sessions=5, experiments_per_session=2, pulses=800, seed=seed)
+        folders = generate_raw_dataset(raw, sessions=6, experiments_per_session=2, pulses=700, seed=seed)
         return SyntheticData(root=raw, predict_input=sorted(folders)[-1])
