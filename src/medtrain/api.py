@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -24,11 +25,11 @@ from medtrain.config import config_to_dict, load_config
 from medtrain.config.schema import RunConfig
 from medtrain.engine import run as engine_run
 from medtrain.engine.checkpoint_io import checkpoint_meta, read_checkpoint
-from medtrain.engine.model_dir import read_manifest, resolve_model_dir
+from medtrain.engine.model_dir import read_manifest, reexport_model_dir, resolve_model_dir
 from medtrain.engine.predictor import Predictor
 from medtrain.engine.resolve import resolve_config
 from medtrain.engine.run import RunResult, checkpoint_of
-from medtrain.errors import UsageError
+from medtrain.errors import CheckpointError, UsageError
 from medtrain.registry import Recipe
 
 __all__ = [
@@ -150,8 +151,19 @@ def evaluate(
 def export(
     checkpoint_or_run: str | Path, output_dir: str | Path, *, onnx: bool = True, overrides: Sequence[str] = ()
 ) -> dict[str, Path]:
-    """Export a checkpoint (or a run's best) as safetensors + model.json (+ ONNX verified with onnxruntime)."""
-    checkpoint = checkpoint_of(Path(checkpoint_or_run))
+    """Export as safetensors + model.json (+ ONNX verified with onnxruntime).
+
+    A checkpoint file is rebuilt into its task (this needs the training data, for the statistics the task derives
+    from it); a run directory or model folder re-exports its ``model/`` (the best checkpoint's weights) without
+    needing data.
+    """
+    source = Path(checkpoint_or_run)
+    if source.is_dir() and not overrides:
+        with contextlib.suppress(CheckpointError):
+            model_dir = resolve_model_dir(source)
+            predictor = load_predictor(model_dir)
+            return reexport_model_dir(predictor.model, model_dir, Path(output_dir), onnx=onnx)
+    checkpoint = checkpoint_of(source)
     the_recipe, cfg = _checkpoint_config(checkpoint, overrides)
     return engine_run.export(the_recipe, cfg, checkpoint, Path(output_dir), onnx=onnx)
 

@@ -137,8 +137,14 @@ def test_evaluate_predict_export_from_a_run(toy_overrides: list[str], tmp_path: 
     expected = (hidden @ state["net.3.weight"].T + state["net.3.bias"]).squeeze(-1).numpy()
     np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
 
-    exported = api.export(result.run_dir, tmp_path / "export")
+    exported = api.export(Path(report["checkpoint"]), tmp_path / "export")  # checkpoint: rebuilt with the data
     assert {"weights", "onnx", "manifest"} <= set(exported)
+
+    data_root = Path(toy_overrides[0].split("=", 1)[1])
+    data_root.rename(data_root.with_name("moved"))  # a run directory re-exports its model/ without the data
+    again = api.export(result.run_dir, tmp_path / "export_from_run")
+    assert again["weights"].read_bytes() == (result.run_dir / "model" / "model.safetensors").read_bytes()
+    assert json.loads(again["manifest"].read_text())["files"] == {"weights": "model.safetensors", "onnx": "model.onnx"}
 
 
 def test_ema_and_overfit_batches_run(toy_overrides: list[str]) -> None:

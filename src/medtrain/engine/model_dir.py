@@ -18,7 +18,7 @@ from medtrain.config import config_hash, config_to_dict
 from medtrain.engine.export import export_onnx, save_safetensors
 from medtrain.engine.task import TaskModule
 from medtrain.errors import CheckpointError
-from medtrain.io.atomic import atomic_write_json
+from medtrain.io.atomic import atomic_write_bytes, atomic_write_json
 
 MODEL_FORMAT = "medtrain-model/1"
 MANIFEST = "model.json"
@@ -58,6 +58,25 @@ def write_model_dir(task: TaskModule, out: Path, *, onnx: bool = False, source: 
         "source_checkpoint": str(source) if source else None,
         "files": {kind: path.name for kind, path in written.items()},
     }
+    written["manifest"] = atomic_write_json(out / MANIFEST, manifest)
+    return written
+
+
+def reexport_model_dir(model: torch.nn.Module, model_dir: Path, out: Path, *, onnx: bool) -> dict[str, Path]:
+    """Copy an exported ``model_dir`` to ``out`` and add ONNX of ``model`` (its network, already loaded from
+    ``model_dir``) checked against torch; needs neither the checkpoint nor the training data."""
+    manifest = read_manifest(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"weights": atomic_write_bytes(out / WEIGHTS, (model_dir / WEIGHTS).read_bytes())}
+    if onnx:
+        written["onnx"] = export_onnx(
+            model.cpu().eval(),
+            example_inputs_of(manifest),
+            out / ONNX,
+            input_names=[spec["name"] for spec in manifest["inputs"]],
+            output_names=list(manifest["outputs"]),
+        )
+    manifest["files"] = {kind: path.name for kind, path in written.items()}
     written["manifest"] = atomic_write_json(out / MANIFEST, manifest)
     return written
 
