@@ -44,19 +44,10 @@ METADATA_COLUMNS = ("session", "experiment", "file", "tokens", "pulses", "channe
 
 
 def signal_chain(signal: SignalConfig, sampling_rate_hz: float) -> SignalChain:
-    """The :class:`SignalChain` for ``signal``; ``signal.sampling_rate_hz`` wins over the recording's rate."""
+    """The :class:`SignalChain` for ``signal`` (same field names); ``signal.sampling_rate_hz`` wins over the
+    recording's rate."""
     return SignalChain(
-        fs=signal.sampling_rate_hz or sampling_rate_hz,
-        bandpass=signal.bandpass,
-        low_hz=signal.low_hz,
-        high_hz=signal.high_hz,
-        order=signal.order,
-        tgc_coefficient=signal.tgc_coefficient,
-        depth_samples=signal.depth_samples,
-        envelope=signal.envelope,
-        log_compression=signal.log_compression,
-        dynamic_range_db=signal.dynamic_range_db,
-        decimation=signal.decimation,
+        fs=signal.sampling_rate_hz or sampling_rate_hz, **signal.model_dump(exclude={"sampling_rate_hz"})
     )
 
 
