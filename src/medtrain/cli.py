@@ -67,7 +67,9 @@ Devices = Annotated[str | None, typer.Option("--devices", help="trainer.devices 
 Precision = Annotated[str | None, typer.Option("--precision", help="trainer.precision (32-true, bf16-mixed, ...)")]
 Seed = Annotated[int | None, typer.Option("--seed", help="seed")]
 Experiment = Annotated[str | None, typer.Option("--experiment", help="experiment name (runs/<experiment>/...)")]
-OutputDir = Annotated[Path | None, typer.Option("--output-dir", help="output_dir: where runs are written")]
+OutputDir = Annotated[
+    Path | None, typer.Option("--output-dir", "--output_dir", help="output_dir: where runs are written")
+]
 
 SHORTCUTS = {
     "epochs": ("trainer.max_epochs", "--epochs"),
@@ -207,7 +209,12 @@ def train_command(
     output_dir: OutputDir = None,
     resume: Annotated[
         str | None,
-        typer.Option("--resume", help="'auto' (newest usable checkpoint of the experiment) or a path."),
+        typer.Option(
+            "--resume",
+            "--resume-from-checkpoint",
+            "--resume_from_checkpoint",
+            help="'auto' (newest usable checkpoint of the experiment) or a path.",
+        ),
     ] = None,
     fast_dev_run: Annotated[bool, typer.Option("--fast-dev-run", help="One batch of train/val/test.")] = False,
     overfit_batches: Annotated[
@@ -393,9 +400,9 @@ def predict_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Option("--model", "-m", help="A run directory or an exported model/ folder.")],
     input_path: Annotated[Path | None, typer.Option("--input", "-i", help="Input file or folder.")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where predictions are written.")] = Path(
-        "predictions"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", "--output-dir", help="Where predictions are written.")
+    ] = Path("predictions"),
     log_level: LogLevel = "INFO",
     debug: Debug = False,
 ) -> None:

@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from medtrain.engine.task import TaskModule
 
 #: "module:ClassName" of every built-in recipe; adding a recipe adds one line here.
-BUILTIN_RECIPES: tuple[str, ...] = ("medtrain.recipes.ultrasound_ae.recipe:UltrasoundAERecipe",)
+BUILTIN_RECIPES: tuple[str, ...] = (
+    "medtrain.recipes.ultrasound_ae.recipe:UltrasoundAERecipe",
+    "medtrain.recipes.cardiac_guidance.recipe:CardiacGuidanceRecipe",
+)
 
 PLUGIN_ENV = "MEDTRAIN_RECIPE_PLUGINS"
 ENTRY_POINT_GROUP = "medtrain.recipes"
@@ -124,6 +127,11 @@ class Recipe(ABC):
     def plan(self, cfg: RunConfig) -> dict[str, Any] | None:
         """The recipe's automatic plan for ``cfg`` (topology, patch size, statistics), or None if it plans nothing."""
         return None
+
+    def write_run_files(self, cfg: RunConfig, datamodule: MedtrainDataModule, run_dir: Path) -> list[Path]:
+        """Write the recipe's own files into a new or resumed run directory before training starts (after
+        config.yaml and data_summary.json); returns their paths. The default writes nothing."""
+        return []
 
 
 _REGISTRY: dict[str, Recipe] = {}

@@ -138,7 +138,8 @@ class CheckpointConfig(Section):
 
     best-k by ``monitor`` as ``<prefix>-epoch=E-<monitor>=V.ckpt`` (prefix defaults to the recipe name),
     ``last.ckpt`` every epoch, every ``every_n_epochs`` epochs a periodic checkpoint of which the newest
-    ``keep_periodic`` are kept (0 = off), ``final.ckpt`` at the end and ``interrupted.ckpt`` on interruption.
+    ``keep_periodic`` are kept (0 = off), ``final_name`` (default ``final.ckpt``) at the end and
+    ``interrupted.ckpt`` on interruption.
     """
 
     monitor: str = "val_loss"
@@ -148,6 +149,7 @@ class CheckpointConfig(Section):
     every_n_epochs: NonNegativeInt = 0
     keep_periodic: PositiveInt = 2
     prefix: str | None = None
+    final_name: str = Field("final.ckpt", pattern=r"^[A-Za-z0-9_.=-]+\.ckpt$")
 
 
 class WandbConfig(Section):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
+from medtrain.config.errors import ConfigError
 from medtrain.config.schema import OptimConfig, SchedulerConfig
 from medtrain.engine.schedulers import (
     ConfiguredLambdaLR,
@@ -85,7 +86,7 @@ def build_lr_scheduler(
     if cfg.name == "none" and warmup_steps == 0:
         return None
     if cfg.name == "onecycle" and warmup_steps > 0:
-        raise ValueError(
+        raise ConfigError(
             "scheduler 'onecycle' ramps the LR up over its first pct_start of training by itself: "
             "set warmup_epochs and warmup_steps to 0 (shape the ramp with pct_start and div_factor)"
         )
@@ -94,9 +95,10 @@ def build_lr_scheduler(
     length = (max_epochs if per_epoch else steps_per_epoch * max_epochs) - warmup
     if cfg.name != "none" and length < 1:
         unit = "epochs" if per_epoch else "steps"
-        raise ValueError(
+        raise ConfigError(
             f"scheduler {cfg.name!r}: a warmup of {warmup} {unit} leaves none of the schedule "
-            f"within {warmup + length} {unit} of training"
+            f"within {warmup + length} {unit} of training: lower scheduler.warmup_epochs/warmup_steps "
+            f"or raise trainer.max_epochs"
         )
     config: dict[str, Any] = {"interval": "epoch" if per_epoch else "step", "frequency": 1, "name": "lr"}
     lrs = [float(group["lr"]) for group in optimizer.param_groups]

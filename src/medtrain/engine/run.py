@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from medtrain.config import config_hash
+from medtrain.config import ConfigError, config_hash
 from medtrain.config.schema import RunConfig
 from medtrain.engine.callbacks import graceful_signals
 from medtrain.engine.checkpoint_io import (
@@ -125,6 +125,7 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     plan = recipe.plan(cfg)
     if plan is not None:
         atomic_write_json(paths.plan, plan)
+    recipe.write_run_files(cfg, datamodule, paths.root)
     task = recipe.build_task(cfg, datamodule)
     trainer, callbacks = build_trainer(cfg, paths, resume_command=["medtrain", "train", "--config", str(paths.config)])
     started = time.perf_counter()
@@ -136,7 +137,7 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     fit_seconds = time.perf_counter() - started
     final = None
     if not cfg.trainer.fast_dev_run:
-        final = paths.checkpoints / FINAL
+        final = paths.checkpoints / cfg.checkpoint.final_name
         trainer.save_checkpoint(final)
     best = Path(callbacks.best.best_model_path) if callbacks.best.best_model_path else None
     if not trainer.is_global_zero:  # rank 0 alone tests, exports and reports
@@ -216,7 +217,7 @@ def _fit_guarded(
         raise TrainingInterrupted(signal.SIGINT) from exc
     except SystemExit as exc:  # Lightning exits 1 after a second Ctrl+C
         raise TrainingInterrupted(signal.SIGINT) from exc
-    except UserError:
+    except (UserError, ConfigError):
         raise
     except Exception as exc:
         recovery = paths.recovery if paths.recovery.is_file() else None
@@ -251,7 +252,8 @@ def load_task(recipe: Recipe, cfg: RunConfig, checkpoint: dict[str, Any]) -> tup
 def checkpoint_of(path: Path) -> Path:
     """A checkpoint file as given, or the one a run directory's results stand on.
 
-    For a run directory: the best checkpoint named in report.json, else final.ckpt, else last.ckpt.
+    For a run directory: the best checkpoint named in report.json, else the final checkpoint
+    (``checkpoint.final_name`` of its config.yaml, default final.ckpt), else last.ckpt.
     """
     if path.is_file():
         return path
@@ -262,10 +264,21 @@ def checkpoint_of(path: Path) -> Path:
         best = json.loads(run.report_json.read_text()).get("best_checkpoint")
         if best and Path(best).is_file():
             return Path(best)
-    for name in (FINAL, LAST):
+    for name in (_final_name(run), LAST):
         if (run.checkpoints / name).is_file():
             return run.checkpoints / name
     raise CheckpointError(f"run directory {path} has no checkpoint yet")
+
+
+def _final_name(run: RunPaths) -> str:
+    """The final checkpoint's file name in a run directory, from its config.yaml (``final.ckpt`` if unreadable)."""
+    from medtrain.config import ConfigError, read_yaml
+
+    with contextlib.suppress(ConfigError, AttributeError):
+        name = read_yaml(run.config).get("checkpoint", {}).get("final_name")
+        if isinstance(name, str) and name:
+            return name
+    return FINAL
 
 
 def evaluate(
