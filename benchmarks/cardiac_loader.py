@@ -59,8 +59,8 @@ class DecodingDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         first, second = self.pairs[index]
-        ft1 = torch.from_numpy(read_grayscale(first, size=self.size))[None]
-        ft2 = torch.from_numpy(read_grayscale(second, size=self.size))[None]
+        ft1 = torch.from_numpy(read_grayscale(first, size=self.size).copy())[None]
+        ft2 = torch.from_numpy(read_grayscale(second, size=self.size).copy())[None]
         vectors = (torch.from_numpy(self.vectors[key][index]) for key in ("action", "at1", "at2"))
         return ft1, ft2, *vectors, torch.tensor(0)
 
@@ -78,6 +78,7 @@ def make_config(args: argparse.Namespace, root: Path, output: Path) -> CardiacCo
             f"trainer.num_threads={args.threads}",
             "trainer.progress=quiet",
             "trainer.limit_val_batches=0",
+            "checkpoint.monitor=train_loss_epoch",  # no validation here: keep best-k on the training loss
             "scheduler.name=none",
             "data.ratios=[1.0,0.0,0.0]",
         ],
