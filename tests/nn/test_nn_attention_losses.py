@@ -4,7 +4,6 @@ losses (focal loss against cross-entropy and hand values, masked Gaussian NLL ig
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,15 +12,7 @@ import torch.nn.functional as F
 from medtrain.nn.attention import AttentionPool1d, SelfAttention1d
 from medtrain.nn.losses import focal_loss, masked_gaussian_nll, ramp_weight
 
-
-@pytest.fixture(autouse=True)
-def _seed_one_thread() -> Iterator[None]:
-    """Seed, and one intra-op thread (tiny tensors; the machine is shared)."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 # ------------------------------------------------------------------------------------------------------- attention

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,7 @@ from medtrain.nn.tokens import ChannelTokens, SpatialTokens, build_tokenizer, si
 TINY = {"depth": 10, "base_width": 4}
 
 
-@pytest.fixture(autouse=True)
-def _seed_one_thread() -> Iterator[None]:
-    """Seed, and one intra-op thread: these models are tiny, and two threads on a busy 2-core machine are slower."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def test_resnet34_at_224_gives_512_by_7_by_7() -> None:

@@ -4,7 +4,6 @@ sampling through ``predict_v``, and a few optimizer steps reducing the combined 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,14 +19,7 @@ TINY: dict[str, Any] = {"base_channels": 16, "channel_mult": (1, 2), "d_state": 
 FOUR_LEVELS: dict[str, Any] = {"base_channels": 8, "channel_mult": (1, 2, 2, 4), "d_state": 8, "embed_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def _seed_one_thread() -> Iterator[None]:
-    """Seed, and one intra-op thread (small models; the machine is shared)."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def _perturb_films(model: ABRUNet, scale: float = 0.3) -> None:

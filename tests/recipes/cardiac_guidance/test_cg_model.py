@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnxruntime
@@ -24,14 +23,7 @@ SMALL = {
 TOKENS = {"channel": 64, "spatial": 4}  # 8·base_width channels; ⌈64/32⌉² positions
 
 
-@pytest.fixture(autouse=True)
-def _seed_one_thread() -> Iterator[None]:
-    """Seed, and one intra-op thread: these models are tiny, and two threads on a busy 2-core machine are slower."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 def _batch(size: int = 3, image_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
