@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 BUILTIN_RECIPES: tuple[str, ...] = (
     "medtrain.recipes.ultrasound_ae.recipe:UltrasoundAERecipe",
     "medtrain.recipes.cardiac_guidance.recipe:CardiacGuidanceRecipe",
+    "medtrain.recipes.abr_diffusion.recipe:ABRDiffusionRecipe",
 )
 
 PLUGIN_ENV = "MEDTRAIN_RECIPE_PLUGINS"

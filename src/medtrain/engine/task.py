@@ -70,9 +70,11 @@ class TaskModule(L.LightningModule):
         """Optimizer from ``cfg.optim``; LR schedule from ``cfg.scheduler`` stepped at its own cadence.
 
         ``steps_per_epoch = ceil(trainer.estimated_stepping_batches / max_epochs)`` (optimizer steps, so
-        gradient accumulation is accounted for).
+        gradient accumulation is accounted for). ``fast_dev_run`` runs at the constant configured LR.
         """
         optimizer = build_optimizer(self.parameter_groups(), self.cfg.optim)
+        if self.trainer.fast_dev_run:  # a one-batch smoke run: no schedule (a warmup would not fit in it)
+            return optimizer
         max_epochs = max(1, self.trainer.max_epochs or 1)
         total_steps = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(1, math.ceil(total_steps / max_epochs)) if math.isfinite(total_steps) else 1
