@@ -14,6 +14,7 @@ from medtrain import api
 from medtrain.config import config_hash
 from medtrain.engine.checkpoint_io import read_checkpoint
 from medtrain.errors import CheckpointError
+from medtrain.reporting.curves import read_metrics_csv
 
 
 def _train(overrides: list[str], **kwargs):
@@ -88,6 +89,9 @@ def test_resume_at_epoch_boundary_is_bit_identical(toy_overrides: list[str], tmp
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
     assert read_checkpoint(resumed.final_checkpoint)["epoch"] == 4  # epochs completed
+    # metrics.csv continues across the resume: the epochs before it keep their rows, each validated epoch once
+    frame = read_metrics_csv(resumed.run_dir / "logs" / "metrics.csv")
+    assert sorted(frame.dropna(subset=["val_loss"])["epoch"].astype(int)) == [0, 1, 2, 3]
 
 
 def test_resume_auto_picks_newest_usable_checkpoint(toy_overrides: list[str]) -> None:

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
 )
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from medtrain.config.schema import RunConfig
 from medtrain.engine.callbacks import (
@@ -36,6 +36,7 @@ from medtrain.engine.callbacks import (
     ThroughputProgressBar,
 )
 from medtrain.engine.checkpoint_io import AtomicCheckpointIO
+from medtrain.engine.csv_log import ResumableCSVLogger
 from medtrain.engine.rundir import RunPaths
 from medtrain.errors import UsageError
 
@@ -171,7 +172,7 @@ def build_callbacks(cfg: RunConfig, paths: RunPaths, *, resume_command: list[str
 def build_loggers(cfg: RunConfig, paths: RunPaths) -> list[Logger]:
     """CSV (``logs/metrics.csv``) and TensorBoard (``logs/tensorboard``) always; W&B and MLflow when enabled."""
     loggers: list[Logger] = [
-        CSVLogger(save_dir=paths.root, name="logs", version=""),
+        ResumableCSVLogger(save_dir=paths.root, name="logs", version=""),
         TensorBoardLogger(save_dir=paths.logs, name="tensorboard", version="", default_hp_metric=False),
     ]
     run_name = f"{cfg.experiment}/{paths.root.name}"
