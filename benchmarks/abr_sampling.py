@@ -24,18 +24,16 @@ Usage: ``python benchmarks/abr_sampling.py [--rounds 3] [--waveforms 32] [--step
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from _ab_timing import engine_fit_rate, print_ratio_table
 from medtrain.config import load_config
-from medtrain.engine.callbacks import graceful_signals
 from medtrain.engine.optim import build_optimizer
-from medtrain.engine.rundir import create_run_dir
-from medtrain.engine.trainer import build_trainer, quiet_lightning
+from medtrain.engine.trainer import quiet_lightning
 from medtrain.recipes.abr_diffusion.data import ABRDataModule
 from medtrain.recipes.abr_diffusion.schema import ABRConfig
 from medtrain.recipes.abr_diffusion.synthetic import write_abr_dataset
@@ -96,28 +94,7 @@ def train_plain(cfg: ABRConfig, datamodule: ABRDataModule) -> float:
 def train_engine(cfg: ABRConfig, datamodule: ABRDataModule) -> float:
     """Samples/s of ``trainer.fit`` with the engine's default callbacks and loggers."""
     torch.manual_seed(SEED)
-    task = ABRTask(cfg, datamodule)
-    paths = create_run_dir(Path(cfg.output_dir), cfg.experiment)
-    paths.make()
-    trainer, _ = build_trainer(cfg, paths, resume_command=[])
-    samples = cfg.trainer.max_epochs * len(datamodule.dataset("train"))
-    started = time.perf_counter()
-    with graceful_signals():
-        trainer.fit(task, datamodule=datamodule)
-    return samples / (time.perf_counter() - started)
-
-
-def median_table(name: str, rounds: list[dict[str, float]], a: str, b: str, unit: str) -> None:
-    print(f"\n{name}")
-    for index, values in enumerate(rounds):
-        print(
-            f"  round {index}: {a} {values[a]:8.1f} {unit}   {b} {values[b]:8.1f} {unit}   "
-            f"ratio {values[a] / values[b]:5.2f}"
-        )
-    ratio = statistics.median(values[a] / values[b] for values in rounds)
-    medians = {key: statistics.median(values[key] for values in rounds) for key in (a, b)}
-    print(f"  median {a} {medians[a]:.1f} {unit}, {b} {medians[b]:.1f} {unit}")
-    print(f"  ratio {a}/{b} (median of rounds): {ratio:.2f}")
+    return engine_fit_rate(cfg, ABRTask(cfg, datamodule), datamodule)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             training.append(
                 {name: (train_engine if name == "engine" else train_plain)(cfg, datamodule) for name in order}
             )
-        median_table(
+        print_ratio_table(
             f"generation: DDIM-{args.steps} waveforms/s, guidance {GUIDANCE}, {args.waveforms} conditions "
             "(batched CFG vs two passes)",
             generation,
@@ -168,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "two-pass",
             "wf/s",
         )
-        median_table("training: samples/s (engine vs plain PyTorch loop)", training, "engine", "plain", "samples/s")
+        print_ratio_table("training (engine vs plain PyTorch loop)", training, "engine", "plain", "samples/s")
     return 0
 
 

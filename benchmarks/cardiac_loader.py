@@ -23,7 +23,6 @@ Usage: ``python benchmarks/cardiac_loader.py [--rounds 3] [--patients 4] [--tran
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +32,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from _ab_timing import engine_fit_rate, print_ratio_table
 from medtrain.config import load_config
-from medtrain.engine.callbacks import graceful_signals
 from medtrain.engine.optim import build_optimizer
-from medtrain.engine.rundir import create_run_dir
-from medtrain.engine.trainer import build_trainer, quiet_lightning
+from medtrain.engine.trainer import quiet_lightning
 from medtrain.io.images import read_grayscale
 from medtrain.recipes.cardiac_guidance.data import CardiacDataModule
 from medtrain.recipes.cardiac_guidance.records import read_dataset
@@ -116,25 +114,7 @@ def train_plain(cfg: CardiacConfig, datamodule: CardiacDataModule) -> float:
 def train_engine(cfg: CardiacConfig, datamodule: CardiacDataModule) -> float:
     """Samples/s of ``trainer.fit`` with the engine's default callbacks and loggers."""
     torch.manual_seed(SEED)
-    task = CardiacGuidanceTask(cfg, datamodule)
-    paths = create_run_dir(Path(cfg.output_dir), cfg.experiment)
-    paths.make()
-    trainer, _ = build_trainer(cfg, paths, resume_command=[])
-    samples = cfg.trainer.max_epochs * len(datamodule.dataset("train"))
-    started = time.perf_counter()
-    with graceful_signals():
-        trainer.fit(task, datamodule=datamodule)
-    return samples / (time.perf_counter() - started)
-
-
-def median_table(name: str, rounds: list[dict[str, float]], a: str, b: str) -> None:
-    print(f"\n{name}")
-    for index, values in enumerate(rounds):
-        print(f"  round {index}: {a} {values[a]:9.1f}/s   {b} {values[b]:9.1f}/s   ratio {values[a] / values[b]:6.2f}")
-    ratio = statistics.median(values[a] / values[b] for values in rounds)
-    medians = {name: statistics.median(values[name] for values in rounds) for name in (a, b)}
-    print(f"  median {a} {medians[a]:.1f}/s, {b} {medians[b]:.1f}/s")
-    print(f"  ratio {a}/{b} (median of rounds): {ratio:.2f}")
+    return engine_fit_rate(cfg, CardiacGuidanceTask(cfg, datamodule), datamodule)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             train_rounds.append(
                 {name: (train_engine if name == "engine" else train_plain)(cfg, datamodule) for name in order}
             )
-        median_table("loader: samples/s (cached memory map vs PNG decoding)", loader_rounds, "cached", "decode")
-        median_table("training: samples/s (engine vs plain PyTorch loop)", train_rounds, "engine", "plain")
+        print_ratio_table("loader: samples/s (cached memory map vs PNG decoding)", loader_rounds, "cached", "decode")
+        print_ratio_table("training: samples/s (engine vs plain PyTorch loop)", train_rounds, "engine", "plain")
 
 
 if __name__ == "__main__":
