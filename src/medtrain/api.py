@@ -176,7 +176,7 @@ def load_predictor(run_dir_or_model_dir: str | Path) -> Predictor:
 
 def prepare(
     recipe: str,
-    input_dir: str | Path,
+    input_dir: str | Path | None,
     output_dir: str | Path,
     *,
     config: ConfigSource = None,
@@ -185,7 +185,7 @@ def prepare(
 ) -> Path:
     """Run the recipe's prepare step (raw data → what ``data.root`` expects); returns the output folder."""
     the_recipe, cfg = config_for(config, recipe=recipe, overrides=overrides, flags=flags)
-    return the_recipe.prepare(cfg, Path(input_dir), Path(output_dir))
+    return the_recipe.prepare(cfg, None if input_dir is None else Path(input_dir), Path(output_dir))
 
 
 def plan(

@@ -56,7 +56,9 @@ LogLevel = Annotated[
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and Lightning's own messages.")]
 RecipeOpt = Annotated[str | None, typer.Option("--recipe", "-r", help="Recipe name (see `medtrain recipes`).")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (may use `_base_:`).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", "--config-path", help="YAML config (may use `_base_:`).")
+]
 OverrideOpt = Annotated[
     list[str] | None, typer.Option("--override", help="a.b.c=value, typed by the schema; repeatable.")
 ]
@@ -336,8 +338,10 @@ def plan_command(
 def prepare_command(
     ctx: typer.Context,
     recipe: Annotated[str, typer.Argument(help="Recipe name.")],
-    input_dir: Annotated[Path, typer.Option("--input", help="Raw data folder.")],
     output: Annotated[Path, typer.Option("--output", help="Where prepared data is written.")],
+    input_dir: Annotated[
+        Path | None, typer.Option("--input", help="Raw data folder (a recipe may take its input from a flag).")
+    ] = None,
     config: ConfigOpt = None,
     override: OverrideOpt = None,
     log_level: LogLevel = "INFO",
@@ -348,6 +352,7 @@ def prepare_command(
     [bold]Examples[/bold]
       medtrain prepare ultrasound-ae --input raw/ --output processed/
       medtrain prepare volume-seg --input data/ --output prepared/
+      medtrain prepare volume-seg --from-nnunet Dataset001_Liver --output liver/
     """
     setup_logging(log_level, debug)
     from medtrain import api

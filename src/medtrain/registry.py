@@ -36,6 +36,7 @@ BUILTIN_RECIPES: tuple[str, ...] = (
     "medtrain.recipes.ultrasound_ae.recipe:UltrasoundAERecipe",
     "medtrain.recipes.cardiac_guidance.recipe:CardiacGuidanceRecipe",
     "medtrain.recipes.abr_diffusion.recipe:ABRDiffusionRecipe",
+    "medtrain.recipes.volume_seg.recipe:VolumeSegRecipe",
 )
 
 PLUGIN_ENV = "MEDTRAIN_RECIPE_PLUGINS"
@@ -121,8 +122,9 @@ class Recipe(ABC):
             raise DataError(f"data.root does not exist: {root}")
         return [f"data.root: {root}"]
 
-    def prepare(self, cfg: RunConfig, input_dir: Path, output_dir: Path) -> Path:
-        """Turn raw input into what ``data.root`` expects; returns the folder written."""
+    def prepare(self, cfg: RunConfig, input_dir: Path | None, output_dir: Path) -> Path:
+        """Turn raw input into what ``data.root`` expects; returns the folder written. ``input_dir`` is None when
+        the user gave no ``--input`` (a recipe may take its input from one of its flags instead)."""
         raise UsageError(f"recipe '{self.name}' has no prepare step: point data.root at the raw data directly")
 
     def plan(self, cfg: RunConfig) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,27 @@ def cache_key(files_fingerprint: str, params: Mapping[str, Any]) -> str:
     """
     payload = files_fingerprint + "\n" + _canonical_json(dict(params))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+#: metadata files of a zarr store (v2 and v3), fingerprinted by content; chunks by size and mtime only
+ZARR_METADATA = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json"})
+
+
+def fingerprint_path(path: Path) -> dict[str, Any]:
+    """:func:`fingerprint_file` of a file; for a folder (a zarr store), the fingerprints of its metadata files and
+    a SHA-256 of every other file's relative path, size and mtime (chunks are not read)."""
+    path = Path(path)
+    if not path.is_dir():
+        return fingerprint_file(path)
+    metadata, chunks = [], []
+    for folder, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            file = Path(folder) / name
+            relative = file.relative_to(path).as_posix()
+            if name in ZARR_METADATA:
+                metadata.append({**fingerprint_file(file), "name": relative})
+            else:
+                stat = file.stat()
+                chunks.append([relative, stat.st_size, stat.st_mtime_ns])
+    digest = hashlib.sha256(_canonical_json(chunks).encode("utf-8")).hexdigest()
+    return {"name": path.name, "metadata": metadata, "chunks_sha256": digest}

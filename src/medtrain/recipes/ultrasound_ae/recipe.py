@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medtrain.errors import DataError
+from medtrain.errors import DataError, UsageError
 from medtrain.recipes.ultrasound_ae.data import UltrasoundDataModule, read_prepared
 from medtrain.recipes.ultrasound_ae.predict import UltrasoundPredictor
 from medtrain.recipes.ultrasound_ae.prepare import prepare_dataset
@@ -44,7 +44,9 @@ class UltrasoundAERecipe(Recipe):
             f"{len(rows)} prepared experiments in {len(sessions)} sessions, {sum(r.tokens for r in rows)} tokens",
         ]
 
-    def prepare(self, cfg: UltrasoundConfig, input_dir: Path, output_dir: Path) -> Path:
+    def prepare(self, cfg: UltrasoundConfig, input_dir: Path | None, output_dir: Path) -> Path:
+        if input_dir is None:
+            raise UsageError("medtrain prepare ultrasound-ae needs --input RAW_FOLDER (raw/<session>/<experiment>/)")
         prepare_dataset(input_dir, output_dir, cfg.data)
         return output_dir
 
