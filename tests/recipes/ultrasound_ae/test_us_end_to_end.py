@@ -30,11 +30,18 @@ def cli(*args: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("us")
-    raw, processed, runs = root / "raw", root / "processed", root / "runs"
+    raw, processed = root / "raw", root / "processed"
     generate_raw_dataset(raw, sessions=6, experiments_per_session=1, pulses=500, seed=1)
     cli("prepare", "ultrasound-ae", "--input", raw, "--output", processed)
+    return {"raw": raw, "processed": processed, "root": root}
+
+
+@pytest.fixture(scope="module")
+def trained(prepared: dict[str, Path]) -> dict[str, Path]:
+    raw, processed, root = prepared["raw"], prepared["processed"], prepared["root"]
+    runs = root / "runs"
     common = ["--recipe", "ultrasound-ae", "--override", f"data.root={processed}", "--output-dir", runs, "--quiet"]
     cli("train", *common, *SMALL, "--override", "data.test_groups=[session_04,session_05]", "--epochs", "4")
     (run_dir,) = runs.glob("ultrasound-ae/run_*")
@@ -83,3 +90,14 @@ def test_evaluate_predict_export(trained: dict[str, Path]) -> None:
     manifest = json.loads((root / "export" / "model.json").read_text())
     assert manifest["inputs"][0]["shape"] == [1, 3, 130, 5] and manifest["outputs"] == ["embedding"]
     assert (root / "export" / "model.onnx").stat().st_size > 10_000
+
+
+def test_sequence_mode_trains_and_evaluates_through_the_cli(prepared: dict[str, Path]) -> None:
+    runs = prepared["root"] / "sequence_runs"
+    cli("train", "--recipe", "ultrasound-ae", "--override", f"data.root={prepared['processed']}", "--output-dir", runs,
+        "--quiet", *SMALL, "--override", "data.mode=sequence", "--override", "data.tokens.tokens_per_sequence=4",
+        "--override", "data.test_groups=[session_04,session_05]", "--epochs", "2")  # fmt: skip
+    (run_dir,) = runs.glob("ultrasound-ae/run_*")
+    test = json.loads((run_dir / "report.json").read_text())["test"]
+    assert np.isfinite(test["r2"]) and 0 <= test["probe_accuracy"] <= 1
+    assert json.loads((run_dir / "data_summary.json").read_text())["token_shape"] == [3, 130, 5]

@@ -182,3 +182,53 @@ def test_encoder_exports_to_onnx_with_a_dynamic_batch(tmp_path: Path) -> None:
             torch_z = model.encode(x).numpy()
         assert onnx_z.shape == (batch, 256)
         np.testing.assert_allclose(onnx_z, torch_z, atol=1e-4, rtol=0)
+
+
+def test_augment_tokens_gain_is_a_raw_gain_and_shift_moves_depth() -> None:
+    from medtrain.recipes.ultrasound_ae.data import augment_tokens
+
+    x = torch.arange(2 * 2 * 6 * 1, dtype=torch.float32).reshape(2, 2, 6, 1)
+    zero = torch.tensor([0.5, -2.5])
+    generator = torch.Generator().manual_seed(0)
+    gained = augment_tokens(x, zero=zero, gain=0.5, shift=0, generator=generator)
+    ratio = (gained - zero.view(1, 2, 1, 1)) / (x - zero.view(1, 2, 1, 1))  # one factor per token and channel
+    factors = ratio[..., 0, 0]
+    np.testing.assert_allclose(ratio.numpy(), factors[..., None, None].expand_as(ratio).numpy(), rtol=1e-5)
+    assert ((factors >= 0.5) & (factors <= 1.5)).all() and factors.unique().numel() == 4
+
+    shifted = augment_tokens(x, zero=zero, gain=0.0, shift=2, generator=torch.Generator().manual_seed(1))
+    for token in range(2):
+        column = shifted[token, 0, :, 0]
+        k = int(x[token, 0, 0, 0] + 2 - column[2])  # the value at depth 2 came from depth 2 - k
+        assert -2 <= k <= 2
+        expected = x[token, :, (torch.arange(6) - k).clamp(0, 5), :]
+        assert torch.equal(shifted[token], expected)
+    assert torch.equal(augment_tokens(x, zero=zero, gain=0.0, shift=0), x)
+
+
+def test_embedding_map_adds_umap_when_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.machinery
+    import sys
+    import types
+
+    from medtrain.recipes.ultrasound_ae import plots
+
+    embeddings = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
+    labels = np.arange(40) % 5
+    assert plots.plot_embedding_map(embeddings, labels, tmp_path / "without.png").stat().st_size > 5_000
+
+    calls = []
+
+    class FakeUMAP:
+        def __init__(self, **options: object) -> None:
+            calls.append(options)
+
+        def fit_transform(self, data: np.ndarray) -> np.ndarray:
+            return data[:, :2]
+
+    fake = types.ModuleType("umap")
+    fake.__spec__ = importlib.machinery.ModuleSpec("umap", None)
+    fake.UMAP = FakeUMAP  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "umap", fake)
+    assert plots.plot_embedding_map(embeddings, labels, tmp_path / "with.png").stat().st_size > 5_000
+    assert calls == [{"n_components": 2, "n_neighbors": 15, "random_state": 0}]

@@ -60,6 +60,50 @@ def test_bandpass_invalid_band(low: float, high: float) -> None:
         us.SignalChain(low_hz=low, high_hz=high)
 
 
+BAND = {"fs": FS, "low_hz": 8e6, "high_hz": 12e6, "order": 5}
+
+
+def test_settle_samples_bounds_the_kernel() -> None:
+    settle = us.settle_samples(**BAND)
+    sos = scipy.signal.butter(5, [8e6, 12e6], btype="bandpass", fs=FS, output="sos")
+    impulse = np.zeros(2001)
+    impulse[1000] = 1.0
+    kernel = np.abs(scipy.signal.sosfiltfilt(sos, impulse))  # the zero-phase kernel, centred on sample 1000
+    assert kernel[1000 + settle :].max() <= 1e-7 * kernel.max() < kernel[1000 + settle - 1]
+    assert 34 <= settle < 1000
+    assert us.settle_samples(fs=FS, low_hz=9e6, high_hz=11e6, order=5) > settle  # narrower band rings longer
+
+
+def test_bandpass_gain_is_butterworth_magnitude_squared() -> None:
+    gain = us.bandpass_gain(1000, **BAND)
+    assert gain.shape == (501,) and gain.dtype == np.float32
+    bins = {0: 0.0, 200: 1.0, 160: 0.5, 240: 0.5}  # bin k is at k·50 kHz: DC, 10 MHz, both -3 dB edges (8, 12 MHz)
+    for k, expected in bins.items():
+        assert abs(gain[k] - expected) < 1e-3, k
+
+
+def test_bandpass_fft_equals_sosfiltfilt_away_from_the_ends(rf: np.ndarray) -> None:
+    x = np.concatenate([rf, rf[..., ::-1]], axis=-1)  # 800 samples
+    settle = us.settle_samples(**BAND)
+    sos = scipy.signal.butter(5, [8e6, 12e6], btype="bandpass", fs=FS, output="sos")
+    expected = _per_pulse(lambda row: scipy.signal.sosfiltfilt(sos, row.astype(np.float64)), x)
+    got = us.bandpass_fft(x, **BAND)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    inner = slice(settle, x.shape[-1] - settle)
+    np.testing.assert_allclose(got[..., inner], expected[..., inner], rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert np.abs(got[..., :5] - expected[..., :5]).max() > 1e-3 * np.abs(expected).max()  # the ends differ
+
+
+@pytest.mark.parametrize("samples", [500, 300, 120, 10])
+def test_bandpass_clipped_equals_full_record_filter(samples: int) -> None:
+    x = np.random.default_rng(samples).integers(-3000, 3000, size=(2, 3, 700), dtype=np.int16)
+    sos = scipy.signal.butter(5, [8e6, 12e6], btype="bandpass", fs=FS, output="sos")
+    expected = _per_pulse(lambda row: scipy.signal.sosfiltfilt(sos, row.astype(np.float64)), x)[..., :samples]
+    got = us.bandpass_clipped(x, samples=samples, **BAND)
+    assert got.dtype == np.float32 and got.shape == (2, 3, samples)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 def test_chain_without_bandpass_ignores_band() -> None:
     us.SignalChain(bandpass=False, low_hz=12e6, high_hz=8e6)
 
@@ -77,6 +121,10 @@ def test_tgc_hand_example() -> None:
     assert got.dtype == np.float32
     np.testing.assert_allclose(us.time_gain_compensation(x, coefficient=0.3)[0, 0, -1], 10**0.3, rtol=1e-6)
     np.testing.assert_array_equal(us.time_gain_compensation(x, coefficient=0.0), x)
+    # the first 3 samples of a 5-sample record get that record's gain
+    np.testing.assert_allclose(us.time_gain_compensation(x[..., :3], coefficient=0.4, record_samples=5)[0, 0], gain[:3])
+    with pytest.raises(ValueError, match="record_samples"):
+        us.time_gain_compensation(x, coefficient=0.4, record_samples=4)
 
 
 # ------------------------------------------------------------------------------------------------- clip, envelope
@@ -122,18 +170,25 @@ def test_log_compress_hand_example() -> None:
 # ---------------------------------------------------------------------------------------------------- decimation
 
 
-@pytest.mark.parametrize("factor", [1, 3, 10])
-def test_decimate_matches_scipy_per_pulse(rf: np.ndarray, factor: int) -> None:
+@pytest.mark.parametrize(("factor", "samples"), [(1, 400), (3, 400), (10, 400), (10, 1300), (7, 1001), (10, 5)])
+def test_decimate_matches_scipy_per_pulse(rf: np.ndarray, factor: int, samples: int) -> None:
+    rf = np.resize(rf, (2, 7, samples))
     got = us.decimate(rf, factor=factor)
     assert got.dtype == np.float32
-    assert got.shape == (2, 7, -(-400 // factor))
+    assert got.shape == (2, 7, -(-samples // factor))
     if factor == 1:
         np.testing.assert_array_equal(got, rf)
         return
     expected = _per_pulse(
         lambda row: scipy.signal.decimate(row.astype(np.float64), factor, ftype="fir", zero_phase=True), rf
     )
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
+
+
+def test_decimation_filter_is_scipy_decimate_filter() -> None:
+    taps = us.decimation_filter(10)
+    np.testing.assert_allclose(taps, scipy.signal.firwin(201, 0.1, window="hamming"))
+    assert abs(taps.sum() - 1) < 1e-12 and not taps.flags.writeable
 
 
 # ------------------------------------------------------------------------------------------------- normalisation
@@ -193,7 +248,8 @@ def test_chain_shape_and_manual_steps(samples: int, log: bool) -> None:
     if log:
         y = np.stack([us.log_compress(channel, dynamic_range_db=60.0) for channel in y])
     y = us.decimate(y, factor=10)
-    np.testing.assert_allclose(got, y, rtol=1e-6, atol=1e-6)
+    # apply() filters only the samples that reach the output (bandpass_clipped): same numbers to float32 rounding
+    np.testing.assert_allclose(got, y, rtol=0, atol=1e-5 * np.abs(y).max())
     np.testing.assert_allclose(chain.apply(x[1]), us.SignalChain(log_compression=log).apply(x[1:2])[0], rtol=1e-6)
 
 

@@ -61,6 +61,29 @@ def split_experiments(rows: list[PreparedExperiment], data: UltrasoundData, seed
     return split_groups(groups, ratios=data.ratios, seed=seed)
 
 
+def augment_tokens(
+    x: torch.Tensor, *, zero: torch.Tensor, gain: float, shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Random gain and depth shift of normalised tokens ``[B, C, D, P]`` (training batches only); a new tensor.
+
+    * gain: ``x' = zero + s · (x − zero)`` with ``s ~ U(1 − gain, 1 + gain)`` per token and channel, ``zero`` ``[C]``
+      being what a raw 0 normalises to — the raw signal multiplied by ``s``, as a different coupling or receiver
+      gain would;
+    * shift: ``x'[..., d, :] = x[..., clamp(d − k, 0, D − 1), :]`` with ``k`` uniform in ``[−shift, shift]`` per
+      token — the scene a few samples deeper or shallower, the edge sample repeated.
+    """
+    batch, channels, depth, _ = x.shape
+    if shift > 0:
+        k = torch.randint(-shift, shift + 1, (batch, 1), generator=generator, device=x.device)
+        index = (torch.arange(depth, device=x.device) - k).clamp(0, depth - 1)  # [B, D]
+        x = torch.gather(x, 2, index[:, None, :, None].expand_as(x))
+    if gain > 0:
+        s = 1 + gain * (2 * torch.rand((batch, channels, 1, 1), generator=generator, device=x.device) - 1)
+        centre = zero.view(1, channels, 1, 1).to(x)
+        x = centre + s.to(x) * (x - centre)
+    return x
+
+
 class TokenDataset(Dataset):
     """Tokens ``[C, depth, P]`` with their class label (token mode)."""
 
@@ -133,6 +156,12 @@ class UltrasoundDataModule(MedtrainDataModule):
         channel_first = tokens.transpose(1, 0, 2, 3)
         out = normalize(channel_first, self.stats, mode=self.cfg.data.normalization)
         return np.ascontiguousarray(out.transpose(1, 0, 2, 3), dtype=np.float32)
+
+    def normalized_zero(self) -> np.ndarray:
+        """``[C]``: what a raw value of 0 becomes after normalisation (the centre of :func:`augment_tokens`' gain)."""
+        assert self.stats is not None
+        zeros = np.zeros((self.stats.channels, 1), np.float32)
+        return normalize(zeros, self.stats, mode=self.cfg.data.normalization)[:, 0]
 
     def tokens_and_labels(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         """All normalised tokens ``[N, C, D, P]`` and labels ``[N]`` of ``split``, experiments concatenated."""

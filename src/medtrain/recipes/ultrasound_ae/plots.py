@@ -2,11 +2,13 @@
 
 - ``reconstructions.png``: per channel, original / reconstruction / difference of consecutive tokens side by side;
 - ``scan_lines.png``: the centre pulse of one token, original and reconstruction overlaid per channel;
-- ``embeddings.png``: PCA (and t-SNE, from scikit-learn) of the embeddings coloured by joystick class.
+- ``embeddings.png``: PCA, t-SNE (scikit-learn) and, when ``umap-learn`` is installed (optional, not a
+  dependency), UMAP of the embeddings coloured by joystick class.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +92,27 @@ def plot_scan_lines(original: np.ndarray, recon: np.ndarray, path: Path) -> Path
         return save_figure(fig, path)
 
 
+def _umap_2d(embeddings: np.ndarray) -> np.ndarray | None:
+    """2-D UMAP of ``embeddings`` (``n_neighbors = min(15, N − 1)``, seed 0), or ``None`` when ``umap-learn`` is not
+    installed."""
+    if importlib.util.find_spec("umap") is None:
+        return None
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(embeddings) - 1), random_state=0)
+    return np.asarray(reducer.fit_transform(embeddings))
+
+
 def plot_embedding_map(embeddings: np.ndarray, labels: np.ndarray, path: Path) -> Path:
-    """PCA and t-SNE of ``embeddings`` coloured by joystick class."""
+    """PCA, t-SNE and (if installed) UMAP of ``embeddings`` coloured by joystick class; t-SNE and UMAP need more
+    than 10 points."""
     maps = [("PCA", PCA(n_components=2).fit_transform(embeddings))]
     if len(embeddings) > 10:
         perplexity = min(30.0, (len(embeddings) - 1) / 3)
         maps.append(("t-SNE", TSNE(n_components=2, perplexity=perplexity, random_state=0).fit_transform(embeddings)))
+        umap_points = _umap_2d(embeddings)
+        if umap_points is not None:
+            maps.append(("UMAP", umap_points))
     with plot_style():
         fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 5), squeeze=False)
         for ax, (title, points) in zip(axes[0], maps, strict=True):

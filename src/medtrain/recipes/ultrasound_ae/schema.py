@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from medtrain.config.schema import DataConfig, LossConfig, ModelConfig, RunConfig, Section
 
@@ -50,6 +50,8 @@ class UltrasoundData(DataConfig):
     test_groups: tuple[str, ...] = ()
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     normalization: Literal["minmax", "zscore", "minmax+zscore", "none"] = "zscore"
+    augment_gain: float = Field(0.0, ge=0.0, lt=1.0)  # training tokens × U(1 − g, 1 + g) per channel (raw gain)
+    augment_shift: NonNegativeInt = 0  # training tokens moved by up to this many (decimated) samples in depth
 
 
 class AutoencoderConfig(ModelConfig):

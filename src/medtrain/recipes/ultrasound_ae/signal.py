@@ -27,6 +27,13 @@ Order applied by :meth:`SignalChain.apply` (``N`` is the number of samples of th
    ``20 q + 1``-tap Hamming-windowed FIR low-pass at the new Nyquist frequency applied with
    ``scipy.signal.resample_poly`` (zero phase), keeping every ``q``-th sample: ``ceil(N / q)`` samples out.
 
+**How** :meth:`SignalChain.apply` evaluates this (same result to float32 rounding, about 3× faster than the steps
+one after the other): the band-pass runs only on the first ``depth_samples + settle`` samples, as an FFT filter
+with the same magnitude response squared, on the record extended at its start the way ``sosfiltfilt`` extends it
+(:func:`bandpass_clipped`; ``settle`` is where the filter's zero-phase kernel has died out,
+:func:`settle_samples`); TGC multiplies the clipped samples by the full record's gain curve; the envelope takes
+two real FFTs (:func:`envelope`) and decimation is two matrix products over blocks of samples (:func:`decimate`).
+
 Per-channel **normalisation** (:func:`normalize`) is not part of the chain: it needs statistics of the training
 split only, which :func:`channel_stats` accumulates in one streaming pass over the training arrays; the dataset
 applies it afterwards.
@@ -35,12 +42,14 @@ applies it afterwards.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import scipy.fft
 import scipy.signal
 
 __all__ = [
@@ -49,13 +58,18 @@ __all__ = [
     "SignalChain",
     "apply_chunked",
     "bandpass",
+    "bandpass_clipped",
+    "bandpass_fft",
+    "bandpass_gain",
     "channel_stats",
     "clip_depth",
     "decimate",
     "decimated_length",
+    "decimation_filter",
     "envelope",
     "log_compress",
     "normalize",
+    "settle_samples",
     "tgc_gain",
     "time_gain_compensation",
 ]
@@ -64,6 +78,8 @@ NormalizationMode = Literal["minmax", "zscore", "minmax+zscore", "none"]
 
 _LOG_EPS = 1e-12  # added to the amplitude ratio before log10 so that zeros map to the floor, not -inf
 _SCALE_EPS = 1e-12  # a range or standard deviation at or below this is treated as 1 (constant channel)
+_SETTLE_TOLERANCE = 1e-7  # the band-pass kernel counts as died out below this fraction of its peak
+_DECIMATION_BLOCK = 32  # output samples per block of the decimation matrix product
 
 
 # --------------------------------------------------------------------------------------------------- single steps
@@ -81,6 +97,15 @@ def _check_band(fs: float, low_hz: float, high_hz: float) -> None:
         )
 
 
+def _butter_sos(fs: float, low_hz: float, high_hz: float, order: int) -> np.ndarray:
+    """``scipy.signal.butter(order, [low_hz, high_hz], btype="bandpass", fs=fs, output="sos")`` after checking the
+    band (``0 < low_hz < high_hz < fs / 2``) and the order (a positive integer); ``ValueError`` otherwise."""
+    _check_band(fs, low_hz, high_hz)
+    if int(order) != order or order < 1:
+        raise ValueError(f"band-pass order must be a positive integer; got {order}")
+    return scipy.signal.butter(int(order), [low_hz, high_hz], btype="bandpass", fs=fs, output="sos")
+
+
 def bandpass(x: np.ndarray, *, fs: float, low_hz: float, high_hz: float, order: int = 5) -> np.ndarray:
     """Zero-phase Butterworth band-pass along the last axis; float32 out.
 
@@ -90,11 +115,91 @@ def bandpass(x: np.ndarray, *, fs: float, low_hz: float, high_hz: float, order: 
     (``3 * (2 * order + 1)`` samples, 33 for order 5). Raises ``ValueError`` unless ``0 < low_hz < high_hz < fs / 2``
     and ``order >= 1``.
     """
-    _check_band(fs, low_hz, high_hz)
-    if int(order) != order or order < 1:
-        raise ValueError(f"band-pass order must be a positive integer; got {order}")
-    sos = scipy.signal.butter(int(order), [low_hz, high_hz], btype="bandpass", fs=fs, output="sos")
+    sos = _butter_sos(fs, low_hz, high_hz, order)
     return _float32(scipy.signal.sosfiltfilt(sos.astype(np.float32), _float32(np.asarray(x)), axis=-1))
+
+
+@functools.lru_cache(maxsize=16)
+def bandpass_gain(n_samples: int, *, fs: float, low_hz: float, high_hz: float, order: int = 5) -> np.ndarray:
+    """Zero-phase gain ``|H(f_k)|²`` of the Butterworth band-pass at the ``n_samples // 2 + 1`` bins of
+    ``scipy.fft.rfft`` of an ``n_samples`` record (``f_k = k · fs / n_samples``); float32, read-only (cached). ``H``
+    is the frequency response of the second-order sections :func:`bandpass` runs forward and backward, so ``|H|²``
+    is their joint response in steady state."""
+    sos = _butter_sos(fs, low_hz, high_hz, order)
+    _, response = scipy.signal.sosfreqz(sos, worN=scipy.fft.rfftfreq(n_samples, 1 / fs), fs=fs)
+    gain = _float32(np.abs(response) ** 2)
+    gain.setflags(write=False)
+    return gain
+
+
+@functools.lru_cache(maxsize=16)
+def settle_samples(*, fs: float, low_hz: float, high_hz: float, order: int = 5) -> int:
+    """How far (in samples) an edge of the record reaches into :func:`bandpass`'s output.
+
+    The zero-phase filter is a convolution with ``g = h ⋆ h`` (the autocorrelation of the causal impulse response
+    ``h``), symmetric about lag 0. ``settle`` is the smallest lag beyond which ``|g| <= 1e-7 · max |g|`` (and at
+    least ``sosfiltfilt``'s padding + 1), so output samples that lie ``settle`` or more samples away from both ends of
+    a record do not depend on how the ends are handled (padding, circular wrap, where the record was cut).
+    """
+    sos = _butter_sos(fs, low_hz, high_hz, order)
+    length = 256
+    while True:
+        impulse = np.zeros(length)
+        impulse[0] = 1.0
+        h = scipy.signal.sosfilt(sos, impulse)
+        g = scipy.signal.fftconvolve(h, h[::-1])[length - 1 :]  # lags 0 … length-1
+        above = np.flatnonzero(np.abs(g) > _SETTLE_TOLERANCE * np.abs(g).max())
+        if above[-1] < length // 2:  # the tail beyond is below tolerance: h has died out too
+            return max(int(above[-1]) + 1, 3 * (2 * int(order) + 1) + 1)
+        length *= 2
+
+
+def bandpass_fft(x: np.ndarray, *, fs: float, low_hz: float, high_hz: float, order: int = 5) -> np.ndarray:
+    """Circular zero-phase band-pass along the last axis: ``irfft(rfft(x) · |H(f)|²)`` (:func:`bandpass_gain`);
+    float32 in and out (``scipy.fft`` in single precision).
+
+    Equals :func:`bandpass` for samples at least :func:`settle_samples` away from both ends of the record; nearer
+    the ends the record wraps around instead of being padded.
+    """
+    x = _float32(x)
+    n = x.shape[-1]
+    spectrum = scipy.fft.rfft(x, axis=-1)
+    spectrum *= bandpass_gain(n, fs=fs, low_hz=low_hz, high_hz=high_hz, order=order)
+    return scipy.fft.irfft(spectrum, n, axis=-1)
+
+
+def bandpass_clipped(
+    x: np.ndarray, *, samples: int, fs: float, low_hz: float, high_hz: float, order: int = 5
+) -> np.ndarray:
+    """``bandpass(x)[..., :samples]`` from the first ``samples + settle`` samples of ``x`` only, in one FFT; float32.
+
+    ``sosfiltfilt`` treats the start of a record by extending it with ``pad = 3 · (2 · order + 1)`` samples of odd
+    reflection, ``e[-j] = 2 · x[0] − x[j]`` for ``j = 1 … pad``, and starting the forward pass in the steady state of
+    the constant input ``e[-pad]`` — as if the input had been that constant forever before. Its backward pass
+    starts in the same way at the record's end. With ``settle`` = :func:`settle_samples`, the output over the first
+    ``samples`` samples does not see the end when the record has at least ``samples + settle`` samples, so it equals
+    :func:`bandpass_fft` (circular) of ``settle`` samples of the constant ``e[-pad]``, the ``pad`` reflected samples and
+    ``x[..., :samples + settle]`` (a few more samples to reach a fast FFT length), cut back to the kept samples: the
+    wrap-around joins samples at least ``settle`` away from every kept one. Shorter records run :func:`bandpass` on
+    the whole record. Either way the result equals the full-record filter to float32 rounding.
+    """
+    n = x.shape[-1]
+    samples = min(int(samples), n)
+    band = {"fs": fs, "low_hz": low_hz, "high_hz": high_hz, "order": order}
+    settle = settle_samples(**band)
+    pad = 3 * (2 * int(order) + 1)
+    if n < samples + settle or n <= pad:
+        return np.ascontiguousarray(bandpass(x, **band)[..., :samples])
+    lead = settle + pad
+    length = scipy.fft.next_fast_len(lead + samples + settle, real=True)
+    take = min(n, length - lead)
+    extended = np.empty((*x.shape[:-1], length), dtype=np.float32)
+    extended[..., lead : lead + take] = x[..., :take]
+    start = x[..., :1].astype(np.float32)
+    extended[..., settle:lead] = 2 * start - x[..., pad:0:-1]
+    extended[..., :settle] = extended[..., settle : settle + 1]
+    extended[..., lead + take :] = 0  # only when the record is shorter than the FFT length: beyond settle anyway
+    return np.ascontiguousarray(bandpass_fft(extended, **band)[..., lead : lead + samples])
 
 
 def tgc_gain(n_samples: int, coefficient: float = 0.3) -> np.ndarray:
@@ -106,19 +211,24 @@ def tgc_gain(n_samples: int, coefficient: float = 0.3) -> np.ndarray:
     return 10.0 ** (coefficient * np.arange(n_samples) / (n_samples - 1))
 
 
-def time_gain_compensation(x: np.ndarray, *, coefficient: float = 0.3) -> np.ndarray:
+def time_gain_compensation(x: np.ndarray, *, coefficient: float = 0.3, record_samples: int | None = None) -> np.ndarray:
     """Exponential depth gain along the last axis, broadcast over leading axes; float32 out.
 
-    ``y[..., n] = x[..., n] * 10 ** (coefficient * n / (N - 1))`` with ``N = x.shape[-1]``: the gain rises from 1 at
-    the first sample to ``10 ** coefficient`` at the last one (0.3 → ×1.995, +6 dB). It is defined on the sample
-    index, not on time, so it needs no sampling rate; ``coefficient = 0`` returns the input unchanged (as float32).
+    ``y[..., n] = x[..., n] * 10 ** (coefficient * n / (N - 1))`` with ``N = record_samples`` (default
+    ``x.shape[-1]``): the gain rises from 1 at the first sample to ``10 ** coefficient`` at sample ``N - 1`` (0.3 →
+    ×1.995, +6 dB). Pass ``record_samples`` when ``x`` holds only the first samples of a longer record (``N >=
+    x.shape[-1]``). It is defined on the sample index, not on time, so it needs no sampling rate; ``coefficient = 0``
+    returns the input unchanged (as float32).
     """
     if not math.isfinite(coefficient):
         raise ValueError(f"TGC coefficient must be finite; got {coefficient}")
     x = _float32(x)
+    n = x.shape[-1] if record_samples is None else int(record_samples)
+    if n < x.shape[-1]:
+        raise ValueError(f"TGC record_samples ({n}) is shorter than the array ({x.shape[-1]} samples)")
     if coefficient == 0:
         return x
-    return x * tgc_gain(x.shape[-1], coefficient).astype(np.float32)
+    return x * tgc_gain(n, coefficient)[: x.shape[-1]].astype(np.float32)
 
 
 def clip_depth(x: np.ndarray, *, samples: int = 1300) -> np.ndarray:
@@ -132,8 +242,21 @@ def clip_depth(x: np.ndarray, *, samples: int = 1300) -> np.ndarray:
 
 
 def envelope(x: np.ndarray) -> np.ndarray:
-    """Envelope ``|scipy.signal.hilbert(x, axis=-1)|`` (analytic-signal magnitude) along the last axis; float32."""
-    return _float32(np.abs(scipy.signal.hilbert(_float32(x), axis=-1)))
+    """Envelope ``|scipy.signal.hilbert(x, axis=-1)|`` (analytic-signal magnitude) along the last axis; float32.
+
+    Computed with two real FFTs: the analytic signal is ``x + i·q`` with ``q = irfft(-i · rfft(x))`` after zeroing
+    the DC bin (and the Nyquist bin for even lengths) — the imaginary part of ``hilbert``'s ``ifft(2 · one-sided
+    spectrum)`` — so the envelope is ``sqrt(x² + q²)``.
+    """
+    x = _float32(x)
+    n = x.shape[-1]
+    spectrum = scipy.fft.rfft(x, axis=-1)
+    spectrum *= np.complex64(-1j)
+    spectrum[..., 0] = 0
+    if n % 2 == 0:
+        spectrum[..., -1] = 0
+    quadrature = scipy.fft.irfft(spectrum, n, axis=-1)
+    return np.sqrt(x * x + quadrature * quadrature)
 
 
 def log_compress(
@@ -158,17 +281,53 @@ def log_compress(
     return _float32(np.where(ref > 0, out, np.float32(0)))
 
 
+@functools.lru_cache(maxsize=8)
+def decimation_filter(factor: int) -> np.ndarray:
+    """The anti-alias low-pass of ``scipy.signal.decimate(..., ftype="fir")``: ``firwin(20 · factor + 1, 1 / factor,
+    window="hamming")`` (cut-off at the new Nyquist frequency), float64, read-only."""
+    taps = scipy.signal.firwin(20 * factor + 1, 1.0 / factor, window="hamming")
+    taps.setflags(write=False)
+    return taps
+
+
+@functools.lru_cache(maxsize=8)
+def _decimation_block(factor: int, block: int) -> np.ndarray:
+    """Matrix ``[block · factor + 20 · factor, block]``: column ``k`` holds the filter taps placed at ``k · factor``."""
+    taps = decimation_filter(factor)
+    matrix = np.zeros((block * factor + taps.size - 1, block), dtype=np.float32)
+    for k in range(block):
+        matrix[k * factor : k * factor + taps.size, k] = taps
+    matrix.setflags(write=False)
+    return matrix
+
+
 def decimate(x: np.ndarray, *, factor: int = 10) -> np.ndarray:
     """Anti-aliased down-sampling by ``factor`` along the last axis; float32 out, ``ceil(N / factor)`` samples.
 
-    ``scipy.signal.decimate(x, factor, ftype="fir", zero_phase=True, axis=-1)``; ``factor == 1`` returns the input
-    (as float32).
+    The same numbers as ``scipy.signal.decimate(x, factor, ftype="fir", zero_phase=True, axis=-1)``:
+    ``y[k] = Σ_n h[n − factor·k + 10·factor] · x[n]`` over ``0 <= n < N`` (zeros outside the record) with ``h`` =
+    :func:`decimation_filter`, i.e. the zero-phase filter evaluated only at every ``factor``-th sample. Computed as
+    float32 matrix products: the zero-padded record is cut into consecutive blocks of ``32 · factor`` samples, and the
+    32 outputs of block ``b`` are block ``b`` times the first ``32 · factor`` rows of a fixed matrix of taps plus the
+    first ``20 · factor`` samples of block ``b + 1`` times its other rows. ``factor == 1`` returns the input (as
+    float32).
     """
     if int(factor) != factor or factor < 1:
         raise ValueError(f"decimation factor must be a positive integer; got {factor}")
+    x = _float32(x)
     if factor == 1:
-        return _float32(x)
-    return _float32(scipy.signal.decimate(_float32(x), int(factor), ftype="fir", zero_phase=True, axis=-1))
+        return x
+    factor = int(factor)
+    n, half = x.shape[-1], 10 * factor
+    outputs = decimated_length(n, factor)
+    blocks = -(-outputs // _DECIMATION_BLOCK)
+    step = _DECIMATION_BLOCK * factor
+    matrix = _decimation_block(factor, _DECIMATION_BLOCK)
+    padded = np.zeros((*x.shape[:-1], blocks + 1, step), dtype=np.float32)  # 2·half <= step: one block of overhang
+    padded.reshape(*x.shape[:-1], -1)[..., half : half + n] = x
+    out = padded[..., :-1, :] @ matrix[:step]
+    out += padded[..., 1:, : 2 * half] @ matrix[step:]
+    return out.reshape(*x.shape[:-1], blocks * _DECIMATION_BLOCK)[..., :outputs]
 
 
 def decimated_length(n_samples: int, factor: int) -> int:
@@ -352,11 +511,14 @@ class SignalChain:
     # is a per-channel maximum over all pulses, and decimation after it is per-pulse again.
 
     def _pre_log(self, x: np.ndarray) -> np.ndarray:
-        x = _float32(x)
+        """Band-pass, TGC and clip (fused: only the samples that reach the clipped output are filtered), envelope."""
+        record = x.shape[-1]
         if self.bandpass:
-            x = bandpass(x, fs=self.fs, low_hz=self.low_hz, high_hz=self.high_hz, order=self.order)
-        x = time_gain_compensation(x, coefficient=self.tgc_coefficient)
-        x = clip_depth(x, samples=self.depth_samples)
+            band = {"fs": self.fs, "low_hz": self.low_hz, "high_hz": self.high_hz, "order": self.order}
+            x = bandpass_clipped(x, samples=self.depth_samples, **band)
+        else:
+            x = clip_depth(x, samples=self.depth_samples)
+        x = time_gain_compensation(x, coefficient=self.tgc_coefficient, record_samples=record)
         if self.envelope:
             x = envelope(x)
         return x

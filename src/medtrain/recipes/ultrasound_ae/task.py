@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 from medtrain.engine.task import TaskModule
-from medtrain.recipes.ultrasound_ae.data import UltrasoundDataModule
+from medtrain.recipes.ultrasound_ae.data import UltrasoundDataModule, augment_tokens
 from medtrain.recipes.ultrasound_ae.model import AutoencoderLoss, CNNAutoencoder
 from medtrain.recipes.ultrasound_ae.schema import UltrasoundConfig
 from medtrain.recipes.ultrasound_ae.tokens import CLASS_NAMES
@@ -114,12 +114,16 @@ class UltrasoundAETask(TaskModule):
         self.criterion = AutoencoderLoss(cfg.loss.mse_weight, cfg.loss.l1_weight, cfg.loss.embedding_l2)
         train_tokens, _ = datamodule.tokens_and_labels("train")
         self.register_buffer("train_mean", torch.from_numpy(train_tokens.mean(axis=(0, 2, 3))).float())
+        self.register_buffer("normalized_zero", torch.from_numpy(datamodule.normalized_zero()).float())
         self._sums: dict[str, ReconstructionSums] = {}
         self._embeddings: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         x, _ = _tokens(batch)
+        data = self.cfg.data
+        if stage == "train" and (data.augment_gain > 0 or data.augment_shift > 0):
+            x = augment_tokens(x, zero=self.normalized_zero, gain=data.augment_gain, shift=data.augment_shift)
         recon, z = self.autoencoder(x)
         terms = self.criterion(recon, x, z)
         if stage == "train":
