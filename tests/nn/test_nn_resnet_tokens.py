@@ -84,12 +84,34 @@ def test_feature_grid_table(image_size: int, grid: int) -> None:
     assert feature_grid(image_size) == grid
 
 
+@pytest.mark.parametrize(("image_size", "grid"), [(224, 14), (64, 4), (32, 2), (33, 3), (100, 7), (1, 1)])
+def test_feature_grid_table_with_last_stride_1(image_size: int, grid: int) -> None:
+    assert feature_grid(image_size, last_stride=1) == grid
+
+
+@pytest.mark.parametrize("last_stride", [1, 2])
 @pytest.mark.parametrize(("height", "width"), [(33, 100), (64, 1), (70, 45)])
-def test_feature_map_side_is_ceil_of_side_over_32(height: int, width: int) -> None:
-    model = ResNetFeatures(**TINY).eval()
+def test_feature_map_side_is_ceil_of_side_over_16_times_last_stride(height: int, width: int, last_stride: int) -> None:
+    model = ResNetFeatures(**TINY, last_stride=last_stride).eval()
     with torch.no_grad():
         out = model(torch.rand(1, 1, height, width))
-    assert out.shape == (1, 32, feature_grid(height), feature_grid(width))
+    assert out.shape == (1, 32, feature_grid(height, last_stride), feature_grid(width, last_stride))
+
+
+def test_last_stride_1_has_the_same_parameters_and_keys() -> None:
+    classic, fine = ResNetFeatures(**TINY), ResNetFeatures(**TINY, last_stride=1)
+    assert {k: v.shape for k, v in classic.state_dict().items()} == {k: v.shape for k, v in fine.state_dict().items()}
+    fine.load_state_dict(classic.state_dict(), strict=True)
+    assert fine.layer4[0].conv1.stride == (1, 1) and fine.layer4[0].downsample[0].stride == (1, 1)
+    assert fine.layer3[0].conv1.stride == (2, 2) and classic.layer4[0].conv1.stride == (2, 2)
+
+
+@pytest.mark.parametrize("last_stride", [0, 3])
+def test_bad_last_stride_is_refused(last_stride: int) -> None:
+    with pytest.raises(ValueError, match="last_stride"):
+        ResNetFeatures(**TINY, last_stride=last_stride)
+    with pytest.raises(ValueError, match="last_stride"):
+        feature_grid(64, last_stride)
 
 
 def test_sincos_matches_a_hand_computation() -> None:

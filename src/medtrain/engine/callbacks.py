@@ -232,7 +232,7 @@ class ThroughputProgressBar(RichProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         if self.throughput.recent:
-            metrics["samples/s"] = f"{self.throughput.recent_samples_per_second:,.0f}"
+            metrics["samples/s"] = f"{self.throughput.recent_samples_per_second:.3g}"
         return metrics
 
 
@@ -255,7 +255,7 @@ class EpochSummary(Callback):
         }
         shown = " · ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items()))
         log.info(
-            "epoch %d/%d · %s · %.0f samples/s",
+            "epoch %d/%d · %s · %.3g samples/s",
             trainer.current_epoch + 1,
             trainer.max_epochs,
             shown,

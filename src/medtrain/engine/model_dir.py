@@ -104,5 +104,15 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
 
 
 def example_inputs_of(manifest: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-    """Zero tensors with the shapes and dtypes ``model.json`` records (batch size 1)."""
-    return tuple(torch.zeros(spec["shape"], dtype=getattr(torch, spec["dtype"])) for spec in manifest["inputs"])
+    """Tensors with the shapes and dtypes ``model.json`` records (batch size 1): seeded standard normal values for
+    floating-point inputs (a constant input would make normalisation layers divide rounding noise by
+    ``sqrt(eps)``, so an ONNX check would compare amplified noise), zeros for integer inputs."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = []
+    for spec in manifest["inputs"]:
+        dtype = getattr(torch, spec["dtype"])
+        if dtype.is_floating_point:
+            tensors.append(torch.randn(spec["shape"], generator=generator).to(dtype))
+        else:
+            tensors.append(torch.zeros(spec["shape"], dtype=dtype))
+    return tuple(tensors)

@@ -18,6 +18,8 @@ module by name, strictly, and check that both give the same pooled features, so 
 Shapes, for an image ``[B, C, H, W]``: every stride-2 step (stem convolution, max pool, first block of stages
 2–4; all padded so that a side ``n`` becomes ``⌈n / 2⌉``) halves with rounding up, so the feature map is
 ``[B, 8·base_width, ⌈H/32⌉, ⌈W/32⌉]`` — ``[B, 512, 7, 7]`` for ResNet-34 at 224×224 (:func:`feature_grid`).
+``last_stride=1`` keeps ``layer4`` at ``layer3``'s resolution (overall stride 16, ``[B, 8·base_width, ⌈H/16⌉,
+⌈W/16⌉]``): a finer map for small images (64×64 → 4×4 instead of 2×2) with the same weights and key names.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 RESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 """Basic blocks per stage for each supported depth (He et al. 2016, Table 1; ResNet-10 as in MONAI/MedicalNet)."""
 
-_STRIDE_2_STEPS = 5  # stem conv, max pool, first blocks of layer2..layer4 → overall stride 32
+_STRIDE_2_STEPS = 4  # stem conv, max pool, first blocks of layer2 and layer3; layer4 strides by last_stride
 
 
 class BasicBlock(nn.Module):
@@ -79,26 +81,31 @@ class BasicBlock(nn.Module):
 
 
 class ResNetFeatures(nn.Module):
-    """2-D ResNet (basic blocks) feature extractor: image ``[B, C, H, W]`` → ``[B, 8·base_width, ⌈H/32⌉, ⌈W/32⌉]``.
+    """2-D ResNet (basic blocks) feature extractor: image ``[B, C, H, W]`` → ``[B, 8·base_width, ⌈H/s⌉, ⌈W/s⌉]``
+    with ``s = 16 · last_stride`` (32 by default).
 
     The stem (``conv1`` 7×7 stride 2 · ``bn1`` · ReLU · 3×3 stride-2 ``maxpool``) and four stages ``layer1..layer4``
-    of ``RESNET_LAYERS[depth]`` :class:`BasicBlock` s with widths ``base_width·(1, 2, 4, 8)``, stages 2–4 starting
-    with stride 2; no pooling, no ``fc``. Initialisation as torchvision/MONAI: Kaiming-normal convolutions
-    (``fan_out``, ReLU gain), BatchNorm weight 1 and bias 0. ``out_channels`` is ``8·base_width``.
+    of ``RESNET_LAYERS[depth]`` :class:`BasicBlock` s with widths ``base_width·(1, 2, 4, 8)``, stages 2–3 starting
+    with stride 2 and stage 4 with ``last_stride`` (2, the classic ResNet, or 1; the parameters are the same either
+    way, so weights load into both); no pooling, no ``fc``. Initialisation as torchvision/MONAI: Kaiming-normal
+    convolutions (``fan_out``, ReLU gain), BatchNorm weight 1 and bias 0. ``out_channels`` is ``8·base_width``.
     """
 
     out_channels: int
 
-    def __init__(self, depth: int = 34, in_channels: int = 1, base_width: int = 64) -> None:
+    def __init__(self, depth: int = 34, in_channels: int = 1, base_width: int = 64, last_stride: int = 2) -> None:
         super().__init__()
         if depth not in RESNET_LAYERS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
         if in_channels < 1 or base_width < 1:
             raise ValueError(f"in_channels and base_width must be positive, got {in_channels}, {base_width}")
         widths = [base_width, 2 * base_width, 4 * base_width, 8 * base_width]
         self.depth = depth
         self.in_channels = in_channels
         self.out_channels = widths[-1]
+        self.last_stride = last_stride
         self.conv1 = nn.Conv2d(in_channels, base_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(base_width)
         self.relu = nn.ReLU(inplace=True)
@@ -106,7 +113,7 @@ class ResNetFeatures(nn.Module):
         stages = []
         previous = base_width
         for index, (width, blocks) in enumerate(zip(widths, RESNET_LAYERS[depth], strict=True)):
-            stride = 1 if index == 0 else 2
+            stride = (1, 2, 2, last_stride)[index]
             layers = [BasicBlock(previous, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layers))
             previous = width
@@ -119,22 +126,26 @@ class ResNetFeatures(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, in_channels, H, W]`` → ``[B, out_channels, ⌈H/32⌉, ⌈W/32⌉]``."""
+        """``[B, in_channels, H, W]`` → ``[B, out_channels, ⌈H/s⌉, ⌈W/s⌉]``, ``s = 16 · last_stride``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def feature_grid(image_size: int) -> int:
-    """Side of :class:`ResNetFeatures`' feature map for a square image: ``⌈image_size / 32⌉`` (224 → 7, 64 → 2).
+def feature_grid(image_size: int, last_stride: int = 2) -> int:
+    """Side of :class:`ResNetFeatures`' feature map for a square image: ``⌈image_size / (16 · last_stride)⌉``
+    (224 → 7 and 64 → 2 with ``last_stride=2``; 64 → 4 with ``last_stride=1``).
 
-    Five stride-2 steps each map ``n`` to ``⌈n / 2⌉``; nested ceilings of halvings equal ``⌈n / 32⌉``.
+    Four stride-2 steps and one stride-``last_stride`` step each map ``n`` to ``⌈n / stride⌉``; nested ceilings of
+    divisions equal the ceiling of the whole division.
     """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
+    if last_stride not in (1, 2):
+        raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
     side = int(image_size)
     for _ in range(_STRIDE_2_STEPS):
         side = math.ceil(side / 2)
-    return side
+    return math.ceil(side / last_stride)
 
 
 def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

@@ -28,8 +28,17 @@ SMALL = [
     "--override=trainer.early_stopping.enabled=false",
     "--override=data.batch_size=32",
 ]
-#: the trained run: no latent term and no augmentation (the spatial run below exercises both)
-MAIN_RUN = ["--override=loss.lambda_latent=0", "--override=data.augment.enabled=false"]
+#: the trained run: spatial tokens on the 4×4 map of a last stage at stride 1, the main task on ft2 → at2 as well,
+#: augmentation with shifts of ≤ 2 px (≈ 4 mm at 64 px over 140 mm) and weight decay against overfitting 4 patients,
+#: batches of 16 for 15 optimizer steps per epoch (the channel-token run below exercises the defaults)
+MAIN_RUN = [
+    "--token_type", "spatial",
+    "--override=data.batch_size=16",
+    "--override=model.backbone_last_stride=1",
+    "--override=loss.lambda_ft2_action=1",
+    "--override=data.augment.max_shift=2",
+    "--override=optim.weight_decay=0.05",
+]  # fmt: skip
 PATIENTS = [f"patient_{index:02d}" for index in range(6)]
 SPLIT_FLAGS = [
     "--manual_splits",
@@ -71,7 +80,8 @@ def test_seed_run_files_and_checkpoints(trained: dict[str, Path]) -> None:
     assert all(re.fullmatch(r"cardiac_dreamer-epoch=\d\d-val_main_task_loss=\d+\.\d{4}\.ckpt", name) for name in best)
     assert {"last.ckpt", "final_model.ckpt"} <= set(checkpoints)
     config = json.loads((run_dir / "experiment_config.json").read_text())
-    assert config["recipe"] == "cardiac-guidance" and config["model"]["token_type"] == "channel"
+    assert config["recipe"] == "cardiac-guidance" and config["model"]["token_type"] == "spatial"
+    assert config["model"]["backbone_last_stride"] == 1 and config["loss"]["lambda_ft2_action"] == 1
     stats = json.loads((run_dir / "dataset_stats.json").read_text())
     assert stats["split"] == {"train": PATIENTS[:4], "val": [PATIENTS[4]], "test": [PATIENTS[5]]}
     assert stats["samples_per_patient"] == {patient: 60 for patient in PATIENTS}
@@ -82,7 +92,7 @@ def test_seed_run_files_and_checkpoints(trained: dict[str, Path]) -> None:
 def test_resume_continues_epochs_and_lr_schedule(trained: dict[str, Path]) -> None:
     final = read_checkpoint(trained["run"] / "checkpoints" / "final_model.ckpt")
     assert final["epoch"] == 14
-    steps_per_epoch = 8  # 240 training transitions / batch 32
+    steps_per_epoch = 15  # 240 training transitions / batch 16
     assert final["global_step"] == 14 * steps_per_epoch
     (scheduler,) = final["lr_schedulers"]
     assert scheduler["last_epoch"] == 14 * steps_per_epoch  # stepped every optimizer step, across the resume
@@ -91,11 +101,11 @@ def test_resume_continues_epochs_and_lr_schedule(trained: dict[str, Path]) -> No
 
 
 def test_learning_beats_mean_predictor_on_held_out_patient(trained: dict[str, Path]) -> None:
-    """Measured here: main-task MAE ≈ 0.76-0.80 × the mean predictor's (issue 8 asks for ≤ 0.7; still open)."""
+    """Issue 8: main-task MAE ≤ 0.7 × the mean predictor's on the held-out patient (measured 0.67 for this run)."""
     test = json.loads((trained["run"] / "report.json").read_text())["test"]
-    assert test["main_task_mae"] <= 0.85 * test["baseline_main_task_mae"], test
+    assert test["main_task_mae"] <= 0.7 * test["baseline_main_task_mae"], test
     assert test[f"main_task_mae_{PATIENTS[5]}"] == pytest.approx(test["main_task_mae"])
-    assert test["r2"] > 0.15
+    assert test["r2"] > 0.3
     assert test["mae_translation_mm"] < test["baseline_mae_translation_mm"]
     assert test["mae_rotation_deg"] < test["baseline_mae_rotation_deg"]
 
@@ -121,12 +131,13 @@ def test_evaluate_per_patient_predict_and_export(trained: dict[str, Path]) -> No
     assert (root / "export" / "model.onnx").stat().st_size > 10_000
 
 
-def test_spatial_tokens_train_end_to_end(phantom: Path, tmp_path: Path) -> None:
+def test_channel_tokens_train_end_to_end(phantom: Path, tmp_path: Path) -> None:
     cli("train", "--recipe", "cardiac-guidance", "--data_dir", phantom, "--output_dir", tmp_path, "--quiet",
-        *SPLIT_FLAGS, *SMALL, "--token_type", "spatial", "--override=model.d_model=32", "--epochs", "2",
+        *SPLIT_FLAGS, *SMALL, "--token_type", "channel", "--override=model.d_model=32", "--epochs", "2",
         "--override=scheduler.warmup_epochs=1")  # fmt: skip
     (run_dir,) = tmp_path.glob("cardiac-guidance/run_*")
-    assert json.loads((run_dir / "model" / "model.json").read_text())["spec"]["token_type"] == "spatial"
+    spec = json.loads((run_dir / "model" / "model.json").read_text())["spec"]
+    assert spec["token_type"] == "channel" and spec["backbone_last_stride"] == 2
     assert (run_dir / "report.json").is_file()
 
 

@@ -100,12 +100,32 @@ def test_latent_target_gets_no_gradient() -> None:
         torch.testing.assert_close(grad, without[name], msg=name)
 
 
-def _output(target: torch.Tensor | None) -> DreamerOutput:
+@pytest.mark.parametrize("token_type", ["channel", "spatial"])
+def test_main_task_on_ft2_trains_the_encoder_through_ft2(token_type: str) -> None:
+    """``ft2_grad``: one encoder pass over [ft1; ft2]; ``at2_from_ft2 = guide(encode(ft2))`` with gradient, the
+    latent target still without; in eval mode (BatchNorm on running statistics) the same numbers as separately."""
+    model = CardiacDreamer(token_type=token_type, dropout=0.0, backbone_last_stride=1, **SMALL).eval()
+    ft1, action, ft2 = _batch()
+    ft2.requires_grad_(True)
+    out = model(ft1, action, ft2, ft2_grad=True)
+    assert out.at2_from_ft2 is not None and out.at2_from_ft2.shape == (3, 6)
+    assert out.target_tokens is not None and out.target_tokens.requires_grad is False
+    assert out.imagined.shape == (3, {"channel": 64, "spatial": 16}[token_type], 32)  # 64 px → 4×4 at stride 16
+    with torch.no_grad():
+        torch.testing.assert_close(out.at2_from_ft2, model.guide(model.encode(ft2)))
+        torch.testing.assert_close(out.at1, model(ft1, action).at1)
+    assert model(ft1, action, ft2).at2_from_ft2 is None  # without ft2_grad: ft2 only as the latent target
+    DreamerLoss(lambda_ft2_action=1.0)(out, torch.zeros(3, 6), torch.zeros(3, 6))["ft2_task_loss"].backward()
+    assert ft2.grad is not None and float(ft2.grad.abs().sum()) > 0
+
+
+def _output(target: torch.Tensor | None, at2_from_ft2: torch.Tensor | None = None) -> DreamerOutput:
     return DreamerOutput(
         at1=torch.tensor([[0.0, 2.0]]),
         at2=torch.tensor([[1.0, 1.0]]),
         imagined=torch.tensor([[[1.0, 2.0]]]),
         target_tokens=target,
+        at2_from_ft2=at2_from_ft2,
     )
 
 
@@ -130,11 +150,16 @@ AT1, AT2 = torch.tensor([[0.5, 0.0]]), torch.tensor([[1.0, 0.0]])
         ),
         # β = 0.5: main d = (-0.5, 2) → (0.5 − 0.25, 2 − 0.25) → 1.0; aux d = (0, 1) → (0, 0.75) → 0.375
         ({"beta": 0.5}, None, {"main_task_loss": 1.0, "aux_loss": 0.375, "latent_loss": 0.0, "loss": 1.375}),
+        # main task on ft2: at2_from_ft2 = (1, 3) vs at2 = (1, 0): d = (0, 3) → (0, 2.5) → 1.25
+        ({"lambda_ft2_action": 0.4}, "ft2", {"ft2_task_loss": 1.25, "loss": 0.8125 + 0.25 + 0.4 * 1.25}),
+        ({"lambda_ft2_action": 0.4, "primary_task_only": True}, "ft2", {"ft2_task_loss": 1.25, "loss": 0.8125}),
+        ({"lambda_ft2_action": 0.4}, None, {"ft2_task_loss": 0.0, "loss": 1.0625}),
     ],
 )
-def test_dreamer_loss_table(kwargs: dict, target: torch.Tensor | None, expected: dict[str, float]) -> None:
-    terms = DreamerLoss(**kwargs)(_output(target), AT1, AT2)
-    assert set(terms) == {"loss", "main_task_loss", "aux_loss", "latent_loss"}
+def test_dreamer_loss_table(kwargs: dict, target: torch.Tensor | str | None, expected: dict[str, float]) -> None:
+    output = _output(None, torch.tensor([[1.0, 3.0]])) if target == "ft2" else _output(target)
+    terms = DreamerLoss(**kwargs)(output, AT1, AT2)
+    assert set(terms) == {"loss", "main_task_loss", "aux_loss", "latent_loss", "ft2_task_loss"}
     for name, value in expected.items():
         assert terms[name].dim() == 0
         assert terms[name].item() == pytest.approx(value), name

@@ -130,7 +130,7 @@ BAD_CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         lambda exp: _save(exp / "joystick.npy", np.full((PULSES, 2), "a")),
         ["joystick.npy", "numeric"],
     ),
-    "meta invalid json": (lambda exp: (exp / "meta.json").write_text("{sampling"), ["meta.json", "invalid JSON"]),
+    "meta invalid json": (lambda exp: (exp / "meta.json").write_text("{sampling"), ["meta.json", "cannot read"]),
     "meta negative rate": (
         lambda exp: (exp / "meta.json").write_text(json.dumps({"sampling_rate_hz": -1})),
         ["meta.json", "sampling_rate_hz", "-1"],

@@ -1,6 +1,7 @@
 """Cardiac "dreamer": ResNet → tokens → action-conditioned transformer → 6-DOF guidance; its loss; the export net.
 
-Shapes for the defaults (``image_size=224, backbone_depth=34, base_width=64, d_model=768``; ``G = ⌈224/32⌉ = 7``)::
+Shapes for the defaults (``image_size=224, backbone_depth=34, base_width=64, d_model=768``; ``G = ⌈224/32⌉ = 7``;
+``backbone_last_stride=1`` gives ``G = ⌈image_size/16⌉``, a finer map for small images)::
 
     encode     image ft1                                     [B, 1, 224, 224]   float, intensities in [0, 1]
       ResNetFeatures (1-channel ResNet-34, no pool/fc)       [B, 512, 7, 7]
@@ -47,25 +48,40 @@ class DreamerOutput:
 
     ``at1``: ``[B, dof]`` action predicted from ft1's tokens (main task); ``at2``: ``[B, dof]`` action predicted
     from the imagined tokens (auxiliary task); ``imagined``: ``[B, T, d_model]`` imagined next-frame tokens;
-    ``target_tokens``: ``[B, T, d_model]`` ft2's tokens without gradient, or ``None`` when no ft2 was given.
+    ``target_tokens``: ``[B, T, d_model]`` ft2's tokens without gradient, or ``None`` when no ft2 was given;
+    ``at2_from_ft2``: ``[B, dof]`` action predicted from ft2's own tokens (with gradient: the main task on the
+    second frame), or ``None`` unless ft2 was encoded with ``ft2_grad``.
     """
 
     at1: Tensor
     at2: Tensor
     imagined: Tensor
     target_tokens: Tensor | None
+    at2_from_ft2: Tensor | None = None
 
 
 class TokenEncoder(nn.Module):
-    """Image ``[B, 1, S, S]`` → tokens ``[B, T, d_model]``: :class:`ResNetFeatures` then a token strategy."""
+    """Image ``[B, 1, S, S]`` → tokens ``[B, T, d_model]``: :class:`ResNetFeatures` (``last_stride`` 2: feature map
+    ``⌈S/32⌉²``; 1: ``⌈S/16⌉²``) then a token strategy."""
 
-    def __init__(self, *, image_size: int, backbone_depth: int, base_width: int, token_type: str, d_model: int) -> None:
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        backbone_depth: int,
+        base_width: int,
+        token_type: str,
+        d_model: int,
+        last_stride: int = 2,
+    ) -> None:
         super().__init__()
         if token_type not in TOKEN_TYPES:
             raise ValueError(f"token_type must be one of {TOKEN_TYPES}, got {token_type!r}")
         self.image_size = int(image_size)
-        self.backbone = ResNetFeatures(depth=backbone_depth, in_channels=1, base_width=base_width)
-        grid = feature_grid(self.image_size)
+        self.backbone = ResNetFeatures(
+            depth=backbone_depth, in_channels=1, base_width=base_width, last_stride=last_stride
+        )
+        grid = feature_grid(self.image_size, last_stride)
         kind: TokenKind = "channel" if token_type == "channel" else "spatial"
         self.tokenizer = build_tokenizer(kind, self.backbone.out_channels, (grid, grid), d_model)
         self.num_tokens = self.tokenizer.num_tokens
@@ -108,7 +124,8 @@ class GuidanceHead(nn.Module):
 class CardiacDreamer(nn.Module):
     """Action-conditioned latent "dreamer" with a 6-DOF guidance head (see the module docstring for shapes).
 
-    ``encoder`` (:class:`TokenEncoder`), ``action_embedding`` (``Linear(dof → d_model)``), ``transformer``
+    ``encoder`` (:class:`TokenEncoder`, its ResNet's last stage striding by ``backbone_last_stride``),
+    ``action_embedding`` (``Linear(dof → d_model)``), ``transformer``
     (``num_layers`` × ``nn.TransformerEncoderLayer(d_model, num_heads, int(ffn_ratio·d_model), dropout, GELU,
     batch_first, norm_first)``) and ``head`` (:class:`GuidanceHead`, shared by the main and auxiliary tasks).
     """
@@ -119,6 +136,7 @@ class CardiacDreamer(nn.Module):
         image_size: int = 224,
         backbone_depth: int = 34,
         base_width: int = 64,
+        backbone_last_stride: int = 2,
         token_type: str = "channel",
         d_model: int = 768,
         num_heads: int = 12,
@@ -144,6 +162,7 @@ class CardiacDreamer(nn.Module):
             base_width=base_width,
             token_type=token_type,
             d_model=d_model,
+            last_stride=backbone_last_stride,
         )
         self.action_embedding = nn.Linear(dof, d_model)
         layer = nn.TransformerEncoderLayer(
@@ -160,7 +179,7 @@ class CardiacDreamer(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        """Tokens per image: ``8·base_width`` for ``"channel"``, ``⌈image_size/32⌉²`` for ``"spatial"``."""
+        """Tokens per image: ``8·base_width`` for ``"channel"``, the feature map's ``G²`` for ``"spatial"``."""
         return self.encoder.num_tokens
 
     def encode(self, images: Tensor) -> Tensor:
@@ -182,20 +201,35 @@ class CardiacDreamer(nn.Module):
         """Tokens ``[B, T, d_model]`` → action ``[B, dof]`` (normalised units) with the shared :class:`GuidanceHead`."""
         return self.head(tokens)
 
-    def forward(self, ft1: Tensor, action: Tensor, ft2: Tensor | None = None) -> DreamerOutput:
+    def forward(
+        self, ft1: Tensor, action: Tensor, ft2: Tensor | None = None, *, ft2_grad: bool = False
+    ) -> DreamerOutput:
         """``at1 = guide(encode(ft1))``, ``imagined = imagine(encode(ft1), action)``, ``at2 = guide(imagined)``.
 
-        With ``ft2``, ``target_tokens = encode(ft2)`` computed under ``torch.no_grad()`` (the stop-gradient on
-        the latent target: no graph is built, the result has ``requires_grad=False``; in training mode BatchNorm
-        still uses ft2's batch statistics and updates its running statistics); otherwise ``None``.
+        With ``ft2``, ``target_tokens = encode(ft2)`` without gradient (the stop-gradient on the latent target; the
+        result has ``requires_grad=False``); otherwise ``None``. By default ft2 is encoded under
+        ``torch.no_grad()`` (no graph is built; in training mode BatchNorm still uses ft2's batch statistics and
+        updates its running statistics). With ``ft2_grad``, ft1 and ft2 are encoded in one pass over both batches
+        (``[ft1; ft2]``, so BatchNorm sees both) and ``at2_from_ft2 = guide(encode(ft2))`` keeps its gradient: the
+        main task trained on the second frame too, whose guidance label is ``at2``.
         """
-        tokens = self.encode(ft1)
+        if ft2 is not None and ft2_grad:
+            tokens, ft2_tokens = self.encode(torch.cat([ft1, ft2])).chunk(2)
+            target, at2_from_ft2 = ft2_tokens.detach(), self.guide(ft2_tokens)
+        else:
+            tokens, at2_from_ft2 = self.encode(ft1), None
+            target = None
+            if ft2 is not None:
+                with torch.no_grad():
+                    target = self.encode(ft2).detach()
         imagined = self.imagine(tokens, action)
-        target = None
-        if ft2 is not None:
-            with torch.no_grad():
-                target = self.encode(ft2).detach()
-        return DreamerOutput(at1=self.guide(tokens), at2=self.guide(imagined), imagined=imagined, target_tokens=target)
+        return DreamerOutput(
+            at1=self.guide(tokens),
+            at2=self.guide(imagined),
+            imagined=imagined,
+            target_tokens=target,
+            at2_from_ft2=at2_from_ft2,
+        )
 
 
 class GuidanceNet(nn.Module):
@@ -226,17 +260,20 @@ class GuidanceNet(nn.Module):
 
 
 class DreamerLoss(nn.Module):
-    """Loss of the dreamer, in normalised units; returns ``{"loss", "main_task_loss", "aux_loss", "latent_loss"}``.
+    """Loss of the dreamer, in normalised units; returns ``{"loss", "main_task_loss", "aux_loss", "latent_loss",
+    "ft2_task_loss"}``.
 
     - ``main_task_loss = SmoothL1_β(output.at1, at1)`` (mean over batch and DOF),
     - ``aux_loss = SmoothL1_β(output.at2, at2)``,
     - ``latent_loss = MSE(output.imagined, output.target_tokens)`` when ``target_tokens`` is given, else 0,
+    - ``ft2_task_loss = SmoothL1_β(output.at2_from_ft2, at2)`` (the main task on the second frame) when
+      ``at2_from_ft2`` is given, else 0,
     - ``loss = main_task_loss`` if ``primary_task_only`` else
-      ``main_task_loss + lambda_t2_action·aux_loss + lambda_latent·latent_loss``.
+      ``main_task_loss + lambda_t2_action·aux_loss + lambda_latent·latent_loss + lambda_ft2_action·ft2_task_loss``.
 
-    ``SmoothL1_β(x, y) = mean(0.5·d²/β if |d| < β else |d| − 0.5·β)``, ``d = x − y`` (β = 0: L1). All four values
-    are scalar tensors and always present (the auxiliary and latent terms are still reported when they do not
-    count towards ``loss``).
+    ``SmoothL1_β(x, y) = mean(0.5·d²/β if |d| < β else |d| − 0.5·β)``, ``d = x − y`` (β = 0: L1). All five values
+    are scalar tensors and always present (the other terms are still reported when they do not count towards
+    ``loss``).
     """
 
     def __init__(
@@ -245,14 +282,17 @@ class DreamerLoss(nn.Module):
         beta: float = 1.0,
         lambda_t2_action: float = 1.0,
         lambda_latent: float = 0.0,
+        lambda_ft2_action: float = 0.0,
         primary_task_only: bool = False,
     ) -> None:
         super().__init__()
-        if beta < 0 or lambda_t2_action < 0 or lambda_latent < 0:
-            raise ValueError(f"beta and the loss weights must be ≥ 0, got {beta}, {lambda_t2_action}, {lambda_latent}")
+        weights = (lambda_t2_action, lambda_latent, lambda_ft2_action)
+        if beta < 0 or min(weights) < 0:
+            raise ValueError(f"beta and the loss weights must be ≥ 0, got {beta}, {weights}")
         self.beta = float(beta)
         self.lambda_t2_action = float(lambda_t2_action)
         self.lambda_latent = float(lambda_latent)
+        self.lambda_ft2_action = float(lambda_ft2_action)
         self.primary_task_only = bool(primary_task_only)
 
     def forward(self, output: DreamerOutput, at1: Tensor, at2: Tensor) -> dict[str, Tensor]:
@@ -263,5 +303,11 @@ class DreamerLoss(nn.Module):
             latent = F.mse_loss(output.imagined, output.target_tokens)
         else:
             latent = output.imagined.new_zeros(())
-        loss = main if self.primary_task_only else main + self.lambda_t2_action * aux + self.lambda_latent * latent
-        return {"loss": loss, "main_task_loss": main, "aux_loss": aux, "latent_loss": latent}
+        if output.at2_from_ft2 is not None:
+            ft2_task = F.smooth_l1_loss(output.at2_from_ft2, at2, beta=self.beta)
+        else:
+            ft2_task = main.new_zeros(())
+        loss = main
+        if not self.primary_task_only:
+            loss = loss + self.lambda_t2_action * aux + self.lambda_latent * latent + self.lambda_ft2_action * ft2_task
+        return {"loss": loss, "main_task_loss": main, "aux_loss": aux, "latent_loss": latent, "ft2_task_loss": ft2_task}

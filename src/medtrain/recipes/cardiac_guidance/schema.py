@@ -47,10 +47,15 @@ class CardiacData(DataConfig):
 
 
 class DreamerConfig(ModelConfig):
-    """``CardiacDreamer``: ResNet backbone → tokens → transformer dreamer → 6-DOF guidance head."""
+    """``CardiacDreamer``: ResNet backbone → tokens → transformer dreamer → 6-DOF guidance head.
+
+    ``backbone_last_stride`` 2 is the classic ResNet (224 px → 7×7 features); 1 keeps the last stage at stride
+    16 (64 px → 4×4 instead of 2×2), for small images.
+    """
 
     backbone_depth: Literal[10, 18, 34] = 34
     base_width: PositiveInt = 64
+    backbone_last_stride: Literal[1, 2] = 2
     pretrained_backbone: Path | None = None
     token_type: Literal["channel", "spatial"] = "channel"
     d_model: PositiveInt = 768
@@ -70,18 +75,28 @@ class DreamerConfig(ModelConfig):
 
 
 class DreamerLossConfig(LossConfig):
-    """``loss = SmoothL1_β(main) + lambda_t2_action·SmoothL1_β(aux) + lambda_latent·MSE(imagined, target tokens)``;
-    ``primary_task_only`` trains on the main task alone."""
+    """``loss = SmoothL1_β(main) + lambda_t2_action·SmoothL1_β(aux) + lambda_latent·MSE(imagined, target tokens)
+    + lambda_ft2_action·SmoothL1_β(guide(encode(ft2)), at2)``; ``primary_task_only`` trains on the main task alone.
+
+    The last term trains the main task on the second frame of every transition too (its guidance label is
+    ``at2``), which doubles the supervised frames at the cost of a backbone pass with gradient over ft2.
+    """
 
     smooth_l1_beta: PositiveFloat = 1.0
     lambda_t2_action: NonNegativeFloat = 1.0
     lambda_latent: NonNegativeFloat = 0.2
+    lambda_ft2_action: NonNegativeFloat = 0.0
     primary_task_only: bool = False
 
     @property
     def needs_next_frame(self) -> bool:
-        """Whether training encodes ft2 (only for the latent-consistency term)."""
-        return self.lambda_latent > 0 and not self.primary_task_only
+        """Whether training encodes ft2 (for the latent-consistency term or the main task on ft2)."""
+        return (self.lambda_latent > 0 or self.lambda_ft2_action > 0) and not self.primary_task_only
+
+    @property
+    def trains_on_next_frame(self) -> bool:
+        """Whether ft2 is encoded with gradient (the main task on ft2 counts towards the loss)."""
+        return self.lambda_ft2_action > 0 and not self.primary_task_only
 
 
 class CardiacConfig(RunConfig):

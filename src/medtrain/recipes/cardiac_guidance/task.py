@@ -3,10 +3,10 @@
 Training (per batch of transitions ``ft1, ft2, action, at1, at2``, vectors z-scored with training statistics):
 frames are scaled to [0, 1] on the device and augmented with label-safe transforms (training only); the dreamer
 predicts ``at1`` from ``ft1`` (main task) and ``at2`` from the tokens it imagines after ``action`` (auxiliary
-task); ``ft2`` is encoded only when the latent-consistency term is on. Logged: ``train_loss`` (total),
-``train_main_task_loss``, ``train_aux_loss``, ``train_latent_loss``; per validation epoch ``val_loss``,
-``val_main_task_loss`` (the checkpoint monitor), ``val_aux_loss``, ``val_latent_loss`` and ``val_mae_<dof>`` in
-mm / degrees.
+task); ``ft2`` is encoded only when the latent-consistency term or the main task on ft2
+(``loss.lambda_ft2_action``) is on. Logged: ``train_loss`` (total) and ``train_<term>`` for every term of
+:data:`LOSS_TERMS`; per validation epoch ``val_loss``, ``val_<term>`` (``val_main_task_loss`` is the checkpoint
+monitor) and ``val_mae_<dof>`` in mm / degrees.
 
 Test metrics (:func:`~medtrain.recipes.cardiac_guidance.metrics.guidance_metrics`, on de-normalised actions)
 with the mean-predictor baseline (the training patients' mean ``at1``) as ``baseline_*``, overall and per test
@@ -35,6 +35,7 @@ from medtrain.recipes.cardiac_guidance.schema import CardiacConfig
 ARCHITECTURE_KEYS = (
     "backbone_depth",
     "base_width",
+    "backbone_last_stride",
     "token_type",
     "d_model",
     "num_heads",
@@ -44,10 +45,19 @@ ARCHITECTURE_KEYS = (
     "head_hidden",
 )
 
+#: loss terms logged besides the total (``DreamerLoss``)
+LOSS_TERMS = ("main_task_loss", "aux_loss", "latent_loss", "ft2_task_loss")
+
+
+#: architecture keys added after models were first exported, with the value those models were built with
+SPEC_DEFAULTS = {"backbone_last_stride": 2}
+
 
 def build_dreamer(spec: dict[str, Any]) -> CardiacDreamer:
-    """The dreamer described by a ``model_spec()`` dict (also used by the predictor)."""
-    return CardiacDreamer(image_size=spec["image_size"], **{key: spec[key] for key in ARCHITECTURE_KEYS})
+    """The dreamer described by a ``model_spec()`` dict (also used by the predictor); a model exported before a
+    key existed gets the value it was built with (:data:`SPEC_DEFAULTS`)."""
+    values = {key: spec[key] if key in spec else SPEC_DEFAULTS[key] for key in ARCHITECTURE_KEYS}
+    return CardiacDreamer(image_size=spec["image_size"], **values)
 
 
 def build_guidance_net(spec: dict[str, Any]) -> GuidanceNet:
@@ -85,6 +95,7 @@ class CardiacGuidanceTask(TaskModule):
             beta=cfg.loss.smooth_l1_beta,
             lambda_t2_action=cfg.loss.lambda_t2_action,
             lambda_latent=cfg.loss.lambda_latent,
+            lambda_ft2_action=cfg.loss.lambda_ft2_action,
             primary_task_only=cfg.loss.primary_task_only,
         )
         augment = cfg.data.augment
@@ -104,13 +115,13 @@ class CardiacGuidanceTask(TaskModule):
         if train:
             x1 = self.augment(x1)
             x2 = self.augment(x2) if x2 is not None else None
-        output = self.dreamer(x1, action, x2)
+        output = self.dreamer(x1, action, x2, ft2_grad=self.cfg.loss.trains_on_next_frame)
         return self.criterion(output, at1, at2), output
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         terms, _ = self._forward(batch, train=True)
         self.log_train("train_loss", terms["loss"], prog_bar=True)
-        for name in ("main_task_loss", "aux_loss", "latent_loss"):
+        for name in LOSS_TERMS:
             self.log_train(f"train_{name}", terms[name])
         return terms["loss"]
 
@@ -121,7 +132,7 @@ class CardiacGuidanceTask(TaskModule):
         terms, output = self._forward(batch, train=False)
         size = len(batch[0])
         self.log("val_loss", terms["loss"], prog_bar=True, batch_size=size, sync_dist=True)
-        for name in ("main_task_loss", "aux_loss", "latent_loss"):
+        for name in LOSS_TERMS:
             self.log(f"val_{name}", terms[name], batch_size=size, sync_dist=True)
         self._val_sums[0] += ((output.at1 - batch[3]).abs() * self.target_std).sum(0).detach()
         self._val_sums[1] += size

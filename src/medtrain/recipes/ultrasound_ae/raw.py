@@ -16,7 +16,6 @@ rates are ignored too.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from medtrain.errors import DataError
+from medtrain.io.json_files import read_json_object
 from medtrain.io.paths import require_dir, require_file
 
 _CHANNEL_NAME = re.compile(r"channel_(0|[1-9][0-9]*)\.npy")
@@ -215,12 +215,7 @@ def _read_meta(path: Path, defaults: dict[str, float]) -> dict[str, float]:
     """The rates of ``defaults`` overridden by those in the optional ``meta.json`` at ``path``."""
     if not path.exists():
         return dict(defaults)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: invalid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise DataError(f'{path}: expected a JSON object like {{"sampling_rate_hz": 5.0e7, "pulse_rate_hz": 50}}')
+    meta = read_json_object(path, expected='a JSON object like {"sampling_rate_hz": 5.0e7, "pulse_rate_hz": 50}')
     rates = dict(defaults)
     for key in rates:
         if key in meta:

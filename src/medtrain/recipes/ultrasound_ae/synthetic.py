@@ -24,7 +24,13 @@ reflectors):
   the farther they are. Static layers are kept out of the interface band.
 * **Attenuation.** 0.5 dB/cm/MHz for the round trip, evaluated at the 10 MHz centre frequency (no time-gain
   compensation, as in raw data).
-* **Channels.** Every channel sees the same scene with its own depth offset (±8 samples) and gain (0.9–1.1).
+* **Channels.** Every channel sees the same scene with its own depth offset (±8 samples) and gain (0.9–1.1), fixed
+  by the probe: the same in every session.
+* **Subject and sessions.** One dataset is one subject: the interface (base, slopes), the layers and the
+  echogenicity are drawn once per ``seed``. Each session re-places the probe: the scene sits up to
+  ``PLACEMENT_SHIFT`` (1.5 %) of the record deeper or shallower, coupling scales the interface by 0.85–1.15, each
+  layer's contrast by 0.8–1.2, and new scatterers come into view (a new speckle realisation). Experiments of a
+  session share the placement and differ in the joystick trace, decorrelation and noise.
 * **Electronics.** White noise at 1 % of the peak RF; the result is scaled so that the peak uses 60 % of the
   int16 range, then rounded.
 * **Joystick.** ``[pulses, 2]`` float32 (x, y) in [-1, 1]: dwell periods of about 1.5 s alternate between rest
@@ -32,8 +38,8 @@ reflectors):
   eight dwells, smoothed by a 0.15 s Gaussian, with a low-pass tremor (standard deviation 0.03) on top. With the
   defaults (600 pulses at 50 Hz) every experiment has all five states.
 
-Every experiment is seeded by ``(seed, session, experiment)``, so the data are reproducible and do not depend on how
-many sessions are generated.
+The subject is seeded by ``seed``, a session's placement by ``(seed, session)`` and every experiment by
+``(seed, session, experiment)``, so the data are reproducible and do not depend on how many sessions are generated.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ INT16_PEAK_FRACTION = 0.6
 NOISE_FRACTION = 0.01
 DWELL_S = 1.5
 _QUADRANTS = np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
+PLACEMENT_SHIFT = 0.015  # the probe sits up to this fraction of the record deeper or shallower from session to session
+_ANATOMY_STREAM, _PLACEMENT_STREAM = 1_000_001, 1_000_002  # seed-sequence words apart from any experiment index
 
 
 def generate_raw_dataset(
@@ -81,11 +89,13 @@ def generate_raw_dataset(
     if fs < 2.5 * PULSE_CENTER_HZ or pulse_rate_hz <= 0:
         raise ValueError(f"fs must be at least {2.5 * PULSE_CENTER_HZ:g} Hz and pulse_rate_hz positive")
     folders = []
+    anatomy = _anatomy(np.random.default_rng([seed, _ANATOMY_STREAM]), samples, channels, fs)
     for session in range(sessions):
+        placement = _placement(np.random.default_rng([seed, session, _PLACEMENT_STREAM]), anatomy, samples)
         for experiment in range(experiments_per_session):
             rng = np.random.default_rng([seed, session, experiment])
             joystick = _joystick_trace(rng, pulses, pulse_rate_hz)
-            rf = _render(rng, joystick, samples, channels, fs)
+            rf = _render(rng, joystick, anatomy, placement, fs)
             folder = Path(root) / f"session_{session:02d}" / f"experiment_{experiment:02d}"
             for channel in range(channels):
                 _save_npy(folder / f"channel_{channel}.npy", rf[channel])
@@ -117,35 +127,70 @@ def _joystick_trace(rng: np.random.Generator, pulses: int, pulse_rate_hz: float)
     return np.clip(trace, -1.0, 1.0).astype(np.float32)
 
 
-def _render(rng: np.random.Generator, joystick: np.ndarray, samples: int, channels: int, fs: float) -> np.ndarray:
+def _anatomy(rng: np.random.Generator, samples: int, channels: int, fs: float) -> dict[str, np.ndarray | float]:
+    """The subject's tissue (in samples, at the reference probe placement): the moving interface, static layers and
+    the echogenicity of the speckle between them; and the probe's channels (depth offset and gain of each)."""
+    metres_per_sample = SPEED_OF_SOUND_M_S / (2 * fs)
+    base = rng.uniform(0.36, 0.40) * samples
+    slopes = np.array([rng.uniform(0.08, 0.1), rng.uniform(0.03, 0.04)]) * samples
+    keep_out = (base - 0.03 * samples, base + 0.75e-3 / metres_per_sample + 0.03 * samples)
+    layers, amplitudes = _layers(rng, samples, keep_out)
+    levels = rng.uniform(0.005, 0.02, layers.size + 1)
+    offsets, gains = rng.uniform(-8.0, 8.0, channels), rng.uniform(0.9, 1.1, channels)
+    return {"samples": samples, "base": base, "slopes": slopes, "layers": layers, "amplitudes": amplitudes,
+            "levels": levels, "offsets": offsets, "gains": gains}  # fmt: skip
+
+
+def _placement(
+    rng: np.random.Generator, anatomy: dict[str, np.ndarray | float], samples: int
+) -> dict[str, np.ndarray | float]:
+    """One session's probe placement: scene shift, coupling, layer contrast and speckle (new scatterers in view)."""
+    count = len(anatomy["layers"])
+    return {
+        "shift": rng.uniform(-PLACEMENT_SHIFT, PLACEMENT_SHIFT) * samples,
+        "coupling": rng.uniform(0.85, 1.15),
+        "contrast": rng.uniform(0.8, 1.2, count),
+        "speckle": rng.standard_normal(samples, dtype=np.float32),
+    }
+
+
+def _render(
+    rng: np.random.Generator,
+    joystick: np.ndarray,
+    anatomy: dict[str, np.ndarray | float],
+    placement: dict[str, np.ndarray | float],
+    fs: float,
+) -> np.ndarray:
     """Simulate the RF of every channel for the joystick trace: int16 ``[channels, pulses, samples]``."""
     pulses = joystick.shape[0]
+    samples = int(anatomy["samples"])
+    offsets, gains = np.asarray(anatomy["offsets"]), np.asarray(anatomy["gains"])
+    channels = offsets.size
     x, y = joystick[:, 0], joystick[:, 1]
     metres_per_sample = SPEED_OF_SOUND_M_S / (2 * fs)
     depth = np.arange(samples, dtype=np.float32)
 
     # The moving interface and the displacement field it drags along (in samples).
-    base = rng.uniform(0.36, 0.40) * samples
-    slopes = np.array([rng.uniform(0.08, 0.1), rng.uniform(0.03, 0.04)]) * samples
+    base = float(anatomy["base"]) + float(placement["shift"])
+    slopes = np.asarray(anatomy["slopes"])
     shift = (slopes[0] * x + slopes[1] * y).astype(np.float32)
     thickness = 0.45e-3 * (1 + 0.6 * y) / metres_per_sample
-    brightness = 3.0 * (1 + 0.4 * x)
+    brightness = 3.0 * float(placement["coupling"]) * (1 + 0.4 * x)
 
     def drag(static_depth: np.ndarray) -> np.ndarray:
         return np.exp(-0.5 * ((static_depth - base) / (0.25 * samples)) ** 2).astype(np.float32)
 
     # Static tissue: layers outside the interface band, and speckle whose echogenicity changes at each layer.
-    keep_out = (base - 0.03 * samples, base + 0.75e-3 / metres_per_sample + 0.03 * samples)
-    layers, amplitudes = _layers(rng, samples, keep_out)
-    echogenicity = rng.uniform(0.005, 0.02, layers.size + 1).astype(np.float32)[np.searchsorted(layers, depth)]
-    speckle = np.append(rng.standard_normal(samples, dtype=np.float32) * echogenicity, np.float32(0))
+    layers = np.asarray(anatomy["layers"]) + float(placement["shift"])
+    amplitudes = np.asarray(anatomy["amplitudes"]) * np.asarray(placement["contrast"])
+    levels = np.asarray(anatomy["levels"], dtype=np.float32)
+    echogenicity = levels[np.searchsorted(layers, depth)]
+    speckle = np.append(np.asarray(placement["speckle"], dtype=np.float32) * echogenicity, np.float32(0))
     decorrelation = 0.05 * rng.standard_normal((pulses, samples), dtype=np.float32)
 
     depth_cm = depth * metres_per_sample * 100
     attenuation = 10 ** (-ATTENUATION_DB_PER_CM_MHZ * PULSE_CENTER_HZ / 1e6 * depth_cm / 20)
     pulse = _pulse(fs)
-    offsets = rng.uniform(-8.0, 8.0, channels)
-    gains = rng.uniform(0.9, 1.1, channels)
     rf = np.empty((channels, pulses, samples), dtype=np.float32)
     for channel in range(channels):
         at_rest = depth - np.float32(offsets[channel])  # where the tissue seen at each sample sits at rest

@@ -47,6 +47,7 @@ import numpy as np
 
 from medtrain.errors import DataError
 from medtrain.io.fingerprint import fingerprint_path
+from medtrain.io.json_files import read_json_object
 from medtrain.io.paths import require_dir
 from medtrain.io.volumes import Volume, open_volume, supported_suffix, volume_stem
 
@@ -161,13 +162,7 @@ def _read_dataset_json(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
     if not path.exists():
         return {}
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise DataError(f"{path}: expected a JSON object, found {type(payload).__name__}")
-    return payload
+    return read_json_object(path)
 
 
 def _parse_dataset_json(root: Path, payload: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:

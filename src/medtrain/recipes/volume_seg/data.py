@@ -254,6 +254,7 @@ def build_split_indices(plan: DatasetPlan, cfg: VolumeSegConfig) -> dict[str, Pa
                 stride=[max(1, round(p * (1 - data.patch_overlap))) for p in plan.patch_size],
                 min_labeled_ratio=data.min_labeled_ratio,
                 min_bbox_percent=data.min_bbox_percent,
+                main_target=plan.oversample_target,
                 seed=cfg.seed,
                 cache_dir=plan.cache_dir,
             )

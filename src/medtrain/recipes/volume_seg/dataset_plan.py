@@ -90,6 +90,7 @@ class DatasetPlan:
     batch_size: int
     topology: Topology
     planned_patch: bool
+    oversample_target: str
 
     @property
     def label_target_names(self) -> tuple[str, ...]:
@@ -115,6 +116,7 @@ class DatasetPlan:
             "topology": self.topology.to_dict(),
             "normalization": {"scheme": self.normalization, "channels": self.normalization_stats},
             "targets": {name: spec.to_dict() for name, spec in self.targets.items()},
+            "oversample_target": self.oversample_target,
             "split": self.split.as_dict(),
         }
 
@@ -233,6 +235,23 @@ def _patch_and_batch(
     return topology.patch_size, batch, topology, cfg.data.patch_size is None
 
 
+def choose_oversample_target(
+    cfg: VolumeSegConfig, targets: dict[str, TargetSpec], summary: CaseSummary, train: set[str]
+) -> str:
+    """``data.oversample_target``, else the label target (segmentation first) with the fewest foreground voxels in
+    the training volumes: oversampling the rarest structure is what helps a sparse target (nnU-Net samples
+    every class)."""
+    labels = [name for name, spec in targets.items() if spec.aux is None]
+    if cfg.data.oversample_target is not None:
+        if cfg.data.oversample_target not in labels:
+            raise ConfigError(
+                f"data.oversample_target '{cfg.data.oversample_target}' is not a label target ({', '.join(labels)})"
+            )
+        return cfg.data.oversample_target
+    counts = {name: sum(c.foreground_voxels.get(name, 0) for c in summary.cases if c.name in train) for name in labels}
+    return min(labels, key=lambda name: (not targets[name].is_segmentation, counts[name] == 0, counts[name]))
+
+
 def build_dataset_plan(cfg: VolumeSegConfig) -> DatasetPlan:
     """The plan of ``cfg``'s dataset (see the module docstring); DataError/ConfigError name what is wrong."""
     dataset, cache_dir = locate_dataset(cfg)
@@ -275,4 +294,5 @@ def build_dataset_plan(cfg: VolumeSegConfig) -> DatasetPlan:
         batch_size=batch,
         topology=topology,
         planned_patch=planned,
+        oversample_target=choose_oversample_target(cfg, targets, summary, set(split.train)),
     )

@@ -25,7 +25,6 @@ case is the spacing of its channel-0 file.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ import numpy as np
 
 from medtrain.errors import DataError
 from medtrain.io.atomic import atomic_write_json
+from medtrain.io.json_files import read_json_object
 from medtrain.io.paths import require_dir, require_file
 from medtrain.io.volumes import Volume, open_volume, supported_suffix, write_volume
 
@@ -50,13 +50,7 @@ _OUTPUT_FORMATS = {"zarr": ".zarr", "nii.gz": ".nii.gz", "nii": ".nii", "tif": "
 
 def _read_json(path: Path) -> dict[str, Any]:
     require_file(path, "nnU-Net dataset.json")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return payload
+    return read_json_object(path)
 
 
 def _label_table(path: Path, payload: Mapping[str, Any]) -> dict[str, list[int]]:

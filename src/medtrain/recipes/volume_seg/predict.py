@@ -9,6 +9,8 @@ configured overlap and test-time mirroring, batched on the device) and written a
   channel for sigmoid targets; the values themselves for regression targets (``float32``);
 * ``<output>/<volume>_<target>_probabilities.<ext>`` — with ``save_probabilities``: ``float32`` ``[C, *spatial]``;
 
+(an output with one channel has no channel axis; 2-D NIfTI with channels is written with one z slice)
+
 in the requested format with the input's spacing (a NIfTI input's affine is kept for NIfTI output). Chunks go to
 a partial zarr store under ``<output>/.partial/<volume>/`` with a ``progress.json`` of the finished chunks, so an
 interrupted prediction of a very large volume resumes where it stopped (same model, input and options); the
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 from medtrain.engine.predictor import Predictor
-from medtrain.errors import DataError
+from medtrain.errors import DataError, UsageError
 from medtrain.io.atomic import atomic_write_bytes, atomic_write_json
 from medtrain.io.fingerprint import cache_key, fingerprint_path
 from medtrain.io.volumes import open_volume, supported_suffix, volume_stem, write_volume
@@ -62,6 +64,41 @@ def list_volumes(input_path: Path) -> list[Path]:
     return volumes
 
 
+def _ints(key: str, value: Any) -> list[int]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return [int(item) for item in items if str(item).strip() != ""]
+    except ValueError:
+        raise UsageError(f"--{key.replace('_', '-')} {value!r}: expected integers separated by commas") from None
+
+
+def parse_option(key: str, value: Any) -> Any:
+    """A prediction option from the command line (a string) or Python, checked and typed; UsageError names the
+    option and what it takes."""
+    if key == "overlap":
+        try:
+            overlap = float(value)
+        except ValueError:
+            overlap = -1.0
+        if not 0 <= overlap < 1:
+            raise UsageError(f"--overlap {value!r}: expected a number in [0, 1)")
+        return overlap
+    if key == "output_format":
+        if value not in EXTENSIONS:
+            raise UsageError(f"--output-format {value!r}: expected one of {', '.join(EXTENSIONS)}")
+        return value
+    if key == "save_probabilities":
+        return value in (True, "true", "1", "yes")
+    if key in ("mirror_axes", "chunk_size"):
+        return _ints(key, value)
+    if key == "batch_size":
+        (size,) = _ints(key, [value])
+        if size < 1:
+            raise UsageError(f"--window-batch-size {value!r}: expected a positive integer")
+        return size
+    raise UsageError(f"unknown prediction option {key!r}")
+
+
 def default_chunk(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
     """The whole volume when it has at most :data:`SINGLE_CHUNK_VOXELS` voxels, else four patches per axis."""
     if math.prod(shape) <= SINGLE_CHUNK_VOXELS:
@@ -81,7 +118,8 @@ class VolumeSegPredictor(Predictor):
         Options (default: the training config's ``inference`` section): ``overlap``, ``mirror_axes``,
         ``output_format`` (zarr | tif | nifti), ``save_probabilities``, ``chunk_size``, ``batch_size``.
         """
-        settings = {**self.spec.get("inference", {}), **{k: v for k, v in options.items() if v is not None}}
+        given = {key: parse_option(key, value) for key, value in options.items() if value is not None}
+        settings = {**self.spec.get("inference", {}), **given}
         output_path = Path(output_path)
         written: dict[str, list[str]] = {}
         for path in list_volumes(Path(input_path)):
@@ -164,16 +202,14 @@ class VolumeSegPredictor(Predictor):
         activation = target["activation"]
         probabilities = activate(logits[None], activation)[0]
         if activation == "softmax":
-            result = {"": probabilities.argmax(dim=0).to(torch.uint8).numpy()}
+            result = {"": probabilities.argmax(dim=0, keepdim=True).to(torch.uint8)}
         elif activation == "sigmoid":
-            labels = (probabilities > 0.5).to(torch.uint8).numpy()
-            result = {"": labels[0] if labels.shape[0] == 1 else labels}
+            result = {"": (probabilities > 0.5).to(torch.uint8)}
         else:
-            values = probabilities.float().numpy()
-            result = {"": values[0] if values.shape[0] == 1 else values}
+            result = {"": probabilities.float()}
         if settings.get("save_probabilities") and activation != "none":
-            result["_probabilities"] = probabilities.float().numpy()
-        return result
+            result["_probabilities"] = probabilities.float()
+        return {key: (value[0] if value.shape[0] == 1 else value).numpy() for key, value in result.items()}
 
     def _open_progress(self, partial: Path, key: str) -> dict[str, Any]:
         progress_file = partial / "progress.json"
@@ -198,7 +234,7 @@ class VolumeSegPredictor(Predictor):
             if settings.get("save_probabilities") and target["activation"] != "none":
                 layouts["_probabilities"] = (channels, np.float32)
             for suffix, (count, dtype) in layouts.items():
-                full = shape if count == 1 and suffix == "" else (count, *shape)
+                full = shape if count == 1 else (count, *shape)  # one channel: no channel axis
                 store_path = partial / f"{name}{suffix}.zarr"
                 if store_path.exists():
                     stores[f"{name}{suffix}"] = zarr.open_array(str(store_path), mode="r+")
@@ -228,6 +264,8 @@ def write_prediction(path: Path, array: np.ndarray, spacing: Sequence[float], *,
     """Write one prediction; for NIfTI with a NIfTI ``reference`` the reference's affine is kept (the voxel grid
     and orientation of the input), else :func:`~medtrain.io.volumes.write_volume` with ``spacing``."""
     dims = len(spacing)
+    if dims == 2 and array.ndim == 3 and supported_suffix(path) == "nii":  # NIfTI has no (c, y, x): one z slice
+        array, spacing, dims = array[:, None], (1.0, *spacing), 3
     axes = {(2, 2): "yx", (2, 3): "cyx", (3, 3): "zyx", (3, 4): "czyx"}[(dims, array.ndim)]
     if reference is None:
         return write_volume(path, array, spacing=spacing, axes=axes)

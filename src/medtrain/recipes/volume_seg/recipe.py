@@ -14,10 +14,11 @@ from medtrain.recipes.volume_seg.task import VolumeSegTask
 from medtrain.registry import FlagAlias, Recipe, SyntheticData
 
 _DATA_COMMANDS = ("train", "validate", "plan", "evaluate")
+_PREPARE_TOO = (*_DATA_COMMANDS, "prepare")
 
 
 def _alias(names: tuple[str, ...], key: str, help_text: str, *, switch: bool = False) -> FlagAlias:
-    return FlagAlias(names, key, help_text, switch=switch, commands=_DATA_COMMANDS)
+    return FlagAlias(names, key, help_text, switch=switch, commands=_PREPARE_TOO)
 
 
 def _with_data(cfg: VolumeSegConfig, **changes: Any) -> VolumeSegConfig:
@@ -33,7 +34,12 @@ class VolumeSegRecipe(Recipe):
     config_class = VolumeSegConfig
     #: seed 002's flags (``--batch-size`` is a generic shortcut, ``--config-path`` an alias of ``--config``)
     flag_aliases = (
-        _alias(("-i", "--input"), "data.root", "dataset folder (images/, labels/, masks/) or a prepared folder"),
+        FlagAlias(
+            ("-i", "--input"),
+            "data.root",
+            "dataset (images/, labels/, masks/) or prepared folder",
+            commands=_DATA_COMMANDS,
+        ),
         FlagAlias(("-o", "--output"), "output_dir", "where runs are written", commands=("train",)),
         _alias(("--format",), "data.format", "zarr, tif or nifti"),
         _alias(("--patch-size", "--patch_size"), "data.patch_size", "patch size, e.g. 192,192,192"),
@@ -42,6 +48,21 @@ class VolumeSegRecipe(Recipe):
         _alias(("--loss-on-label-only",), "loss.on_label_only", "loss only where labelled", switch=True),
         FlagAlias(("--from-nnunet",), "prepare.from_nnunet", "nnU-Net raw DatasetXXX folder", commands=("prepare",)),
         FlagAlias(("--nnunet-labels",), "prepare.nnunet_labels", "per_label or multiclass", commands=("prepare",)),
+    )
+
+    predict_options = (
+        FlagAlias(("--overlap",), "overlap", "window overlap in [0, 1)", commands=("predict",)),
+        FlagAlias(("--mirror-axes",), "mirror_axes", "test-time mirroring axes, e.g. 0,1,2", commands=("predict",)),
+        FlagAlias(("--output-format", "--format"), "output_format", "zarr, tif or nifti", commands=("predict",)),
+        FlagAlias(
+            ("--save-probabilities",),
+            "save_probabilities",
+            "also write probabilities",
+            switch=True,
+            commands=("predict",),
+        ),
+        FlagAlias(("--chunk-size",), "chunk_size", "voxels per chunk, e.g. 128,256,256", commands=("predict",)),
+        FlagAlias(("--window-batch-size",), "batch_size", "windows per forward pass", commands=("predict",)),
     )
 
     def build_datamodule(self, cfg: VolumeSegConfig) -> VolumeSegDataModule:

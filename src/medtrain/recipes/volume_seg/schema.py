@@ -101,7 +101,8 @@ class VolumeSegData(DataConfig):
     Splits are by volume, never by patch: the lists ``train_volumes``/``val_volumes``/``test_volumes`` when
     any is given, else ``ratios`` (seeded); ``train_split`` (seed flag ``--train-split``) means ratios
     ``(train_split, 1 − train_split, 0)``. ``patch_size`` None is planned from spacing, median shape and
-    ``memory_budget_mb``; ``batch_size`` 0 likewise.
+    ``memory_budget_mb``; ``batch_size`` 0 likewise. Foreground oversampling centres patches on voxels of
+    ``oversample_target`` (default: the rarest segmentation target in the training volumes).
     """
 
     format: Literal["zarr", "tif", "nifti"] | None = None
@@ -116,6 +117,7 @@ class VolumeSegData(DataConfig):
     min_labeled_ratio: float = Field(0.1, ge=0.0, le=1.0)
     min_bbox_percent: float = Field(0.0, ge=0.0, le=100.0)
     foreground_oversampling: float = Field(0.33, ge=0.0, le=1.0)
+    oversample_target: str | None = None  # None: the segmentation target with the fewest foreground voxels
     samples_per_epoch: PositiveInt | None = None
     train_split: float | None = Field(None, gt=0.0, le=1.0)
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
