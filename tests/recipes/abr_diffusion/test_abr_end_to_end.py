@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import medtrain
+from cli_runner import cli
 from medtrain import api, registry
 from medtrain.cli import run
 from medtrain.engine.checkpoint_io import read_checkpoint
@@ -40,11 +41,6 @@ SMALL = [
 ]
 FIRST_EPOCHS, EPOCHS = 3, 10
 SINGLE = ["--age", "45", "--intensity", "80", "--rate", "30", "--fmp", "0.75"]
-
-
-def cli(*args: object) -> None:
-    code = run([str(arg) for arg in args])
-    assert code == 0, f"medtrain {' '.join(map(str, args))} exited {code}"
 
 
 def strict_json(path: Path) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_runner import cli
 from medtrain.cli import run
 from medtrain.engine.checkpoint_io import read_checkpoint
 from medtrain.recipes.cardiac_guidance.synthetic import generate_phantom_dataset
@@ -46,11 +47,6 @@ SPLIT_FLAGS = [
     "--val_patients", PATIENTS[4],
     "--test_patients", PATIENTS[5],
 ]  # fmt: skip
-
-
-def cli(*args: object) -> None:
-    code = run([str(arg) for arg in args])
-    assert code == 0, f"medtrain {' '.join(map(str, args))} exited {code}"
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cli_runner import cli
 from medtrain.cli import run
 from medtrain.engine.checkpoint_io import read_checkpoint
 from medtrain.io.volumes import open_volume, write_volume
@@ -37,11 +38,6 @@ SMALL_3D = [
     "--override=data.targets={sheet: {activation: sigmoid}, ink: {activation: sigmoid}}",
     "--override=auxiliary_tasks={sheet_sdt: {type: distance_transform, source_target: sheet, loss_weight: 0.1}}",
 ]  # fmt: skip
-
-
-def cli(*args: object) -> None:
-    code = run([str(arg) for arg in args])
-    assert code == 0, f"medtrain {' '.join(map(str, args))} exited {code}"
 
 
 @pytest.fixture(scope="module")
