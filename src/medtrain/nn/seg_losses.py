@@ -23,6 +23,7 @@ and no such keyword, so a caller passes ``source_pred=`` only where it is used.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -127,11 +128,12 @@ class MaskedLoss(nn.Module):
         return valid
 
 
-class _ElementwiseLoss(MaskedLoss):
+class _ElementwiseLoss(MaskedLoss, ABC):
     """Mean of ``elementwise(prediction, target)`` over valid entries (target shape == prediction shape)."""
 
+    @abstractmethod
     def elementwise(self, prediction: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The per-entry loss of (sanitised) prediction and target, same shape as both."""
 
     def forward(self, prediction: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         if target.shape != prediction.shape:

@@ -12,9 +12,10 @@ configured overlap and test-time mirroring, batched on the device) and written a
 (an output with one channel has no channel axis; 2-D NIfTI with channels is written with one z slice)
 
 in the requested format with the input's spacing (a NIfTI input's affine is kept for NIfTI output). Chunks go to
-a partial zarr store under ``<output>/.partial/<volume>/`` with a ``progress.json`` of the finished chunks, so an
-interrupted prediction of a very large volume resumes where it stopped (same model, input and options); the
-final files appear only when a volume is complete. ``predictions.json`` lists what was written.
+a partial zarr store under ``<output>/.partial/<volume>/`` (which becomes the output itself for zarr) with a
+``progress.json`` of the finished chunks, so an interrupted prediction of a very large volume resumes where it
+stopped (same model, input and options); the final files appear only when a volume is complete.
+``predictions.json`` lists what was written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import gzip
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -192,7 +194,7 @@ class VolumeSegPredictor(Predictor):
             out_channels={name: int(t["out_channels"]) for name, t in spec["targets"].items()},
         )
         log.info("%s: %d chunk(s) predicted, %d resumed", path, computed, len(finished))
-        written = self._finalise(path, volume, stores, output, stem, settings)
+        written = self._finalise(path, volume, stores, partial, output, stem, settings)
         shutil.rmtree(partial)
         return written
 
@@ -246,18 +248,36 @@ class VolumeSegPredictor(Predictor):
         return stores
 
     def _finalise(
-        self, path: Path, volume: Any, stores: dict[str, Any], output: Path, stem: str, settings: dict[str, Any]
+        self,
+        path: Path,
+        volume: Any,
+        stores: dict[str, Any],
+        partial: Path,
+        output: Path,
+        stem: str,
+        settings: dict[str, Any],
     ) -> list[Path]:
         fmt = settings.get("output_format", "zarr")
         dims = int(self.spec["spatial_dims"])
         spacing = tuple(volume.spacing[-dims:]) if volume.spacing is not None else tuple(self.spec["spacing"])
         written = []
         for key, store in stores.items():
-            array = np.asarray(store[...])
             target = output / f"{stem}_{key}{EXTENSIONS[fmt]}"
+            if fmt == "zarr":  # the partial store becomes the output: never loaded whole
+                store.attrs.update({"axes": prediction_axes(dims, store.ndim), "spacing": list(spacing)})
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(partial / f"{key}.zarr", target)
+                written.append(target)
+                continue
             reference = path if fmt == "nifti" and supported_suffix(path) == "nii" else None
-            written.append(write_prediction(target, array, spacing, reference=reference))
+            written.append(write_prediction(target, np.asarray(store[...]), spacing, reference=reference))
         return written
+
+
+def prediction_axes(spatial_dims: int, ndim: int) -> str:
+    """medtrain's axis letters of a prediction array (a channel axis only when it has more than one channel)."""
+    return {(2, 2): "yx", (2, 3): "cyx", (3, 3): "zyx", (3, 4): "czyx"}[(spatial_dims, ndim)]
 
 
 def write_prediction(path: Path, array: np.ndarray, spacing: Sequence[float], *, reference: Path | None) -> Path:
@@ -266,7 +286,7 @@ def write_prediction(path: Path, array: np.ndarray, spacing: Sequence[float], *,
     dims = len(spacing)
     if dims == 2 and array.ndim == 3 and supported_suffix(path) == "nii":  # NIfTI has no (c, y, x): one z slice
         array, spacing, dims = array[:, None], (1.0, *spacing), 3
-    axes = {(2, 2): "yx", (2, 3): "cyx", (3, 3): "zyx", (3, 4): "czyx"}[(dims, array.ndim)]
+    axes = prediction_axes(dims, array.ndim)
     if reference is None:
         return write_volume(path, array, spacing=spacing, axes=axes)
     import nibabel as nib

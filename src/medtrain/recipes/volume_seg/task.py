@@ -229,17 +229,13 @@ class VolumeSegTask(TaskModule):
         first = {name: activate(outputs[name][:1], spec.activation)[0] for name, spec in self.targets.items()}
         write_debug_image(
             batch["image"][0].float().cpu().numpy(),
-            {name: self._label_for_plot(batch["targets"][name][0], spec) for name, spec in self.targets.items()},
+            {name: batch["targets"][name][0].float().cpu().numpy() for name in self.targets},
             {name: self._prediction_for_plot(first[name], spec) for name, spec in self.targets.items()},
             run_dir / "plots" / "debug" / f"val_epoch_{self.current_epoch + 1:04d}",
             masks={name: batch["masks"][name][0].float().cpu().numpy() for name in self.targets},
             kinds={name: spec.kind for name, spec in self.targets.items()},
             max_frames=DEBUG_FRAMES,
         )
-
-    @staticmethod
-    def _label_for_plot(label: torch.Tensor, spec: TargetSpec) -> np.ndarray:
-        return label.float().cpu().numpy()
 
     @staticmethod
     def _prediction_for_plot(probability: torch.Tensor, spec: TargetSpec) -> np.ndarray:
