@@ -115,3 +115,23 @@ def test_dataloader_workers_are_seeded_deterministically(toy_overrides: list[str
 def test_torch_compile_trains(toy_overrides: list[str]) -> None:
     result = medtrain.train(recipe="toy", overrides=[*toy_overrides, "trainer.compile=true", "trainer.max_epochs=2"])
     assert result.final_checkpoint.is_file()
+
+
+def test_epoch_summary_shows_the_optimizer_lr_not_the_last_logged_one(caplog: pytest.LogCaptureFixture) -> None:
+    """LearningRateMonitor's ``lr`` is refreshed every log_every_n_steps steps; the summary reads the optimizer."""
+    from types import SimpleNamespace
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0123)
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        sanity_checking=False,
+        callback_metrics={"lr": torch.tensor(0.5), "val_loss": torch.tensor(0.25), "loss_step": torch.tensor(9.0)},
+        optimizers=[optimizer],
+        current_epoch=1,
+        max_epochs=3,
+    )
+    summary = EpochSummary(SimpleNamespace(recent_samples_per_second=1234.0))  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="medtrain"):
+        summary.on_train_epoch_end(trainer, None)  # type: ignore[arg-type]
+    (line,) = [record.getMessage() for record in caplog.records if "epoch 2/3" in record.getMessage()]
+    assert line == "epoch 2/3 · lr 0.0123 · val_loss 0.25 · 1.23e+03 samples/s"

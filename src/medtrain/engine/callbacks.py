@@ -237,7 +237,12 @@ class ThroughputProgressBar(RichProgressBar):
 
 
 class EpochSummary(Callback):
-    """Quiet mode: one INFO line per epoch with the epoch metrics and throughput."""
+    """Quiet mode: one INFO line per epoch with the current LR, the epoch metrics and throughput.
+
+    The LR is read from the optimizer at the end of the epoch, not from the logged ``lr`` metric, which
+    :class:`~lightning.pytorch.callbacks.LearningRateMonitor` only refreshes every ``log_every_n_steps`` steps and
+    so lags behind on epochs shorter than that.
+    """
 
     def __init__(self, throughput: Throughput) -> None:
         self.throughput = throughput
@@ -252,7 +257,10 @@ class EpochSummary(Callback):
             if not name.endswith("_step")
             and not (name.endswith("_epoch") and name.removesuffix("_epoch") in logged)
             and getattr(value, "numel", lambda: 1)() == 1
+            and not (name == "lr" or name.startswith("lr-"))
         }
+        if trainer.optimizers:
+            metrics["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         shown = " · ".join(f"{name} {value:.4g}" for name, value in sorted(metrics.items()))
         log.info(
             "epoch %d/%d · %s · %.3g samples/s",
