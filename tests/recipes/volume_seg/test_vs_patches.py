@@ -21,6 +21,9 @@ GRID = [
     (9, 4, 2, [0, 2, 4, 5]),
     (4, 4, 1, [0]),
     (5, 4, 2, [0, 1]),
+    (4, 5, 2, [0]),  # larger than the extent: one start centring the extent in the patch
+    (4, 7, 1, [-1]),
+    (3, 8, 4, [-2]),
 ]
 
 
@@ -117,12 +120,18 @@ def test_foreground_samples_per_class_are_bounded_and_seeded(tmp_path: Path) -> 
     assert set(map(tuple, one.foreground_voxels[:2].tolist())) <= set(map(tuple, full.foreground_voxels.tolist()))
 
 
-def test_patch_larger_than_the_volume_names_the_volume_and_both_shapes(tmp_path: Path) -> None:
+def test_a_volume_smaller_than_the_patch_gets_one_centred_padded_patch(tmp_path: Path) -> None:
     case = _square_case(tmp_path)
-    with pytest.raises(DataError, match=r"images/a.zarr: patch size \(4, 9\) is larger than the volume \(8, 8\)"):
-        build_patch_index([case], ["ink"], (4, 9))
-    with pytest.raises(DataError, match=r"patch size \(2, 4, 4\) is larger than the volume \(1, 8, 8\)"):
-        build_patch_index([case], ["ink"], (2, 4, 4))
+    # (4, 9) on 8×8: y starts 0, 4; x start 0 with a column of padding. Patch (0, 0) has 12 labelled voxels:
+    # 12/32 = 0.375 of its part inside the volume (kept at 0.35), 12/36 = 0.33 of the whole patch (would not be).
+    assert build_patch_index([case], ["ink"], (4, 9), min_labeled_ratio=0.35).starts.tolist() == [[0, 0]]
+    big = build_patch_index([case], ["ink"], (10, 11))
+    assert big.starts.tolist() == [[-1, -1]] and big.has_foreground.tolist() == [True]
+    rng = np.random.default_rng(0)
+    starts = {sample_patch_start(big, rng, foreground_probability=1.0)[1] for _ in range(200)}
+    assert all(-2 <= y <= 0 and -3 <= x <= 0 for y, x in starts) and len(starts) > 3  # the volume stays inside
+    cube = build_patch_index([case], ["ink"], (2, 4, 4))  # a 3-D patch on one slice: padded along z
+    assert cube.starts[:, 0].tolist() == [0, 0, 0, 0]
 
 
 def test_cache_hit_reads_no_volume_and_misses_on_parameter_or_file_change(

@@ -28,7 +28,7 @@ from medtrain.engine.datamodule import MedtrainDataModule, Split
 from medtrain.errors import DataError
 from medtrain.io.volumes import Volume, open_volume
 from medtrain.recipes.volume_seg.aux_targets import compute_aux_target
-from medtrain.recipes.volume_seg.cases import VolumeCase, czyx_shape, read_box
+from medtrain.recipes.volume_seg.cases import VolumeCase, box_inside, czyx_shape, read_box
 from medtrain.recipes.volume_seg.dataset_plan import DatasetPlan, build_dataset_plan
 from medtrain.recipes.volume_seg.normalization import normalize
 from medtrain.recipes.volume_seg.patches import PatchIndex, build_patch_index, sample_patch_start
@@ -67,13 +67,17 @@ class VolumeReader:
             self._open[key] = open_volume(path)
         return self._open[key]
 
+    def spatial_shape(self, path: Any) -> tuple[int, ...]:
+        """The volume's spatial shape in the plan's dimensionality: ``(z, y, x)`` or ``(y, x)``."""
+        return tuple(czyx_shape(self.volume(path))[4 - self.spatial_dims :])
+
     def read(self, path: Any, starts: Sequence[int] | None = None, sizes: Sequence[int] | None = None) -> np.ndarray:
-        """The box ``[starts, starts + sizes)`` (the whole volume when None) as ``[C, *spatial]``."""
-        volume = self.volume(path)
+        """The box ``[starts, starts + sizes)`` (the whole volume when None) as ``[C, *spatial]``; the box must lie
+        inside the volume."""
         if starts is None or sizes is None:
-            sizes = czyx_shape(volume)[4 - self.spatial_dims :]
+            sizes = self.spatial_shape(path)
             starts = (0,) * self.spatial_dims
-        return read_box(volume, starts, sizes)
+        return read_box(self.volume(path), starts, sizes)
 
 
 def encode_label(label: np.ndarray, spec: TargetSpec) -> np.ndarray:
@@ -107,7 +111,16 @@ class SampleBuilder:
         self.aux_targets = {name: spec for name, spec in plan.targets.items() if spec.aux is not None}
 
     def build(self, case_index: int, starts: Sequence[int] | None, sizes: Sequence[int] | None) -> Sample:
+        """The sample of the box ``[starts, starts + sizes)`` of case ``case_index`` (the whole case when None).
+
+        A box reaching outside the volume (a patch larger than a small volume) is read where it overlaps the volume
+        and padded, before augmentation, with 0 in the normalised image, the labels and the loss masks, so padding
+        is background that never counts in the loss.
+        """
         case = self.reader.cases[case_index]
+        padding: tuple[tuple[int, int], ...] = ()
+        if starts is not None and sizes is not None:
+            starts, sizes, padding = box_inside(starts, sizes, self.reader.spatial_shape(case.image))
         image = self.reader.read(case.image, starts, sizes).astype(np.float32)
         arrays: dict[str, Any] = {"image": normalize(image, self.plan.normalization_stats, self.plan.normalization)}
         for name, spec in self.label_targets.items():
@@ -119,6 +132,8 @@ class SampleBuilder:
                 arrays[f"mask_{name}"] = (label[:1] != 0).astype(np.float32)
             else:
                 arrays[f"mask_{name}"] = np.ones((1, *label.shape[1:]), np.float32)
+        if any(before or after for before, after in padding):
+            arrays = {key: np.pad(value, ((0, 0), *padding)) for key, value in arrays.items()}
         if self.augment is not None:
             arrays = self.augment(arrays)
         return self._complete(case.name, {key: np.asarray(value) for key, value in arrays.items()})

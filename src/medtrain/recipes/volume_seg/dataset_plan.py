@@ -272,12 +272,16 @@ def build_dataset_plan(cfg: VolumeSegConfig) -> DatasetPlan:
     foreground = next((name for name, spec in targets.items() if spec.is_segmentation and spec.aux is None), None)
     stats = _cached_statistics(train_cases, cfg, cache_dir, foreground)
     patch, batch, topology, planned = _patch_and_batch(cfg, summary, spacing, targets, in_channels, len(train_cases))
-    for case, info in zip(index.cases, summary.cases, strict=True):
-        if any(p > s for p, s in zip(patch, info.shape, strict=True)):
-            raise DataError(
-                f"{case.image}: volume shape {list(info.shape)} is smaller than the patch size {list(patch)} on some "
-                "axis; choose a smaller data.patch_size (or --patch-size)"
-            )
+    smaller = [case.name for case, info in zip(index.cases, summary.cases, strict=True)
+               if any(p > n for p, n in zip(patch, info.shape, strict=True))]  # fmt: skip
+    if smaller:
+        log.info(
+            "%d volume(s) smaller than the patch %s on some axis (%s): their patches are zero-padded, and padding "
+            "is left out of the loss",
+            len(smaller),
+            list(patch),
+            ", ".join(smaller[:5]) + (", …" if len(smaller) > 5 else ""),
+        )
     return DatasetPlan(
         dataset=dataset,
         cache_dir=cache_dir,

@@ -3,16 +3,19 @@ and cached, plus stored foreground voxels for nnU-Net-style foreground oversampl
 
 Grid: along each spatial axis, starts ``0, stride, 2·stride, ...`` while the patch fits, plus a last start flush
 with the end (``extent - size``) when the grid does not reach it (:func:`grid_starts`). ``stride`` defaults to
-the patch size (no overlap). A patch larger than a volume on some axis is a :class:`DataError` (exit 2).
+the patch size (no overlap). Along an axis where the volume is smaller than the patch (nnU-Net plans the patch from
+the median shape, so some volumes are), the one start centres the volume in the patch and the rest of the patch is
+padding: the data loader pads the image with 0 after normalisation, labels with 0 and loss masks with 0, so padding
+never counts in the loss. The rules below look only at the part of a patch inside the volume.
 
 Labelled voxels (as the seed: "masks if available, otherwise labels"): for each target of ``targets`` that a case
 has, the voxels of its mask where mask > 0 if the case has a mask for that target, else the voxels where its label
 > 0 (any channel); the union over the targets. A patch is kept when
 
-* (a) ``labelled voxels / patch voxels >= min_labeled_ratio``, and
+* (a) ``labelled voxels / patch voxels inside the volume >= min_labeled_ratio``, and
 * (b) ``min_bbox_percent == 0``, or the bounding box of its labelled voxels spans at least ``min_bbox_percent``
-  (a fraction, 0-1) of the patch extent on **every** axis (the seed's bounding-box rule); a patch without labelled
-  voxels fails (b) when ``min_bbox_percent > 0``.
+  (a fraction, 0-1) of the patch extent inside the volume on **every** axis (the seed's bounding-box rule); a
+  patch without labelled voxels fails (b) when ``min_bbox_percent > 0``.
 
 So ``min_labeled_ratio = 0`` with ``min_bbox_percent = 0`` keeps every patch of the grid. Each kept patch also
 records whether it holds foreground of ``main_target`` (label > 0). Per case and class of ``main_target`` (the
@@ -47,6 +50,7 @@ from medtrain.io.volumes import Volume, open_volume
 from medtrain.recipes.volume_seg.cases import (
     DEFAULT_SLAB_BYTES,
     VolumeCase,
+    box_inside,
     czyx_shape,
     fingerprint_cases,
     read_czyx,
@@ -60,9 +64,12 @@ INDEX_VERSION = 1
 
 def grid_starts(extent: int, size: int, stride: int) -> list[int]:
     """Patch starts along one axis: ``0, stride, ...`` while ``start + size <= extent``, then ``extent - size`` if
-    the last patch does not end flush. ``ValueError`` when ``size > extent`` or ``stride < 1``."""
-    if size > extent or size < 1 or stride < 1:
+    the last patch does not end flush; when ``size > extent``, the one start ``-((size - extent) // 2)`` that
+    centres the extent in the patch. ``ValueError`` when ``extent``, ``size`` or ``stride`` is below 1."""
+    if extent < 1 or size < 1 or stride < 1:
         raise ValueError(f"grid_starts: size {size}, stride {stride} for extent {extent}")
+    if size > extent:
+        return [-((size - extent) // 2)]
     starts = list(range(0, extent - size + 1, stride))
     if starts[-1] != extent - size:
         starts.append(extent - size)
@@ -214,20 +221,21 @@ def _case_patches(
     by_row = per_voxel * patch[0] * shape[1] * shape[2] <= max_bytes
     kept: list[tuple[int, int, int]] = []
     foreground: list[bool] = []
-    volume_voxels = float(np.prod(patch))
     for z in grid[0]:
         if by_row:
-            row = (z, 0, 0), (patch[0], shape[1], shape[2])
+            (row_z,), (row_depth,), _ = box_inside((z,), (patch[0],), (shape[0],))
+            row = (row_z, 0, 0), (row_depth, shape[1], shape[2])
             row_labelled, row_main = _labelled(sources, *row), _labelled(main, *row)
         for y, x in itertools.product(grid[1], grid[2]):
+            starts, sizes, _ = box_inside((z, y, x), patch, shape)  # the part of the patch inside the volume
             if by_row:
-                box = (slice(None), slice(y, y + patch[1]), slice(x, x + patch[2]))
+                box = (slice(None), *(slice(a, a + n) for a, n in zip(starts[1:], sizes[1:], strict=True)))
                 labelled, main_fg = row_labelled[box], row_main[box]
             else:
-                labelled, main_fg = _labelled(sources, (z, y, x), patch), _labelled(main, (z, y, x), patch)
-            if np.count_nonzero(labelled) / volume_voxels < min_labeled_ratio:
+                labelled, main_fg = _labelled(sources, starts, sizes), _labelled(main, starts, sizes)
+            if np.count_nonzero(labelled) / float(np.prod(sizes)) < min_labeled_ratio:
                 continue
-            if min_bbox_percent > 0 and not _bbox_ok(labelled, patch, min_bbox_percent):
+            if min_bbox_percent > 0 and not _bbox_ok(labelled, sizes, min_bbox_percent):
                 continue
             kept.append((z, y, x))
             foreground.append(bool(main_fg.any()))
@@ -292,8 +300,8 @@ def build_patch_index(
 
     ``patch_size`` and ``stride`` have 3 entries ``(z, y, x)``, or 2 ``(y, x)`` for 2-D data; ``targets`` define
     the labelled voxels; ``main_target`` (default ``targets[0]``) the foreground flags and stored foreground voxels.
-    Raises :class:`DataError` when a patch is larger than a volume (naming the volume and both shapes), a 2-D
-    patch meets a 3-D volume, or no patch of any case is kept; ``ValueError`` for bad arguments.
+    Raises :class:`DataError` when a 2-D patch meets a 3-D volume or no patch of any case is kept; ``ValueError``
+    for bad arguments. A volume smaller than the patch gets one centred, padded patch per such axis.
     """
     patch = tuple(int(p) for p in patch_size)
     step = tuple(int(s) for s in stride) if stride is not None else patch
@@ -329,9 +337,6 @@ def build_patch_index(
             shape3 = czyx_shape(image)[1:]
         if len(patch) == 2 and shape3[0] != 1:
             raise DataError(f"{case.image}: 2-D patch size {patch} for a 3-D volume of shape {image.spatial_shape}")
-        if any(p > n for p, n in zip(patch3, shape3, strict=True)):
-            shape = shape3 if len(patch) == 3 else shape3[1:]
-            raise DataError(f"{case.image}: patch size {patch} is larger than the volume {tuple(shape)}")
         kept, foreground = _case_patches(
             case, targets, main, patch3, step3, shape3, min_labeled_ratio, min_bbox_percent, max_slab_bytes
         )
@@ -378,8 +383,10 @@ def sample_patch_start(
     With probability ``foreground_probability`` (and when the index stores foreground voxels): a case uniformly
     among the cases with stored foreground voxels, a class uniformly among that case's classes, a stored voxel of
     that class uniformly; the patch is centred on it (start = voxel − patch // 2) and clamped into the volume
-    (nnU-Net's rule; such a patch need not pass the valid-patch rules). Otherwise: a kept patch of the index,
-    uniformly. ``ValueError`` for an empty index or a probability outside [0, 1].
+    (nnU-Net's rule; such a patch need not pass the valid-patch rules), or, along an axis where the volume is
+    smaller than the patch, clamped so that the volume stays inside the patch (start in ``[shape − patch, 0]``).
+    Otherwise: a kept patch of the index, uniformly. ``ValueError`` for an empty index or a probability outside
+    [0, 1].
     """
     if not 0.0 <= foreground_probability <= 1.0:
         raise ValueError(f"foreground_probability {foreground_probability}: expected a value in [0, 1]")
@@ -390,7 +397,8 @@ def sample_patch_start(
         offset, count = groups[case][int(rng.integers(len(groups[case])))]
         voxel = index.foreground_voxels[offset + int(rng.integers(count))]
         patch = np.asarray(index.patch_size)
-        start = np.clip(voxel - patch // 2, 0, index.shapes[case] - patch)
+        room = index.shapes[case] - patch
+        start = np.clip(voxel - patch // 2, np.minimum(room, 0), np.maximum(room, 0))
         return case, tuple(int(v) for v in start)
     if len(index) == 0:
         raise ValueError("sample_patch_start: the patch index is empty")
