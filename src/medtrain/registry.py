@@ -127,8 +127,12 @@ class Recipe(ABC):
         the user gave no ``--input`` (a recipe may take its input from one of its flags instead)."""
         raise UsageError(f"recipe '{self.name}' has no prepare step: point data.root at the raw data directly")
 
-    def plan(self, cfg: RunConfig) -> dict[str, Any] | None:
-        """The recipe's automatic plan for ``cfg`` (topology, patch size, statistics), or None if it plans nothing."""
+    def plan(self, cfg: RunConfig, datamodule: MedtrainDataModule | None = None) -> dict[str, Any] | None:
+        """The recipe's automatic plan for ``cfg`` (topology, patch size, statistics), or None if it plans nothing.
+
+        Training passes its set-up ``datamodule``, so a recipe can report the plan the data were built with instead
+        of planning again; ``medtrain plan`` passes none.
+        """
         return None
 
     def write_run_files(self, cfg: RunConfig, datamodule: MedtrainDataModule, run_dir: Path) -> list[Path]:

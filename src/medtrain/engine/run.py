@@ -122,7 +122,7 @@ def fit(recipe: Recipe, cfg: RunConfig, *, resume: str | Path | None = None, deb
     write_config(paths, cfg)
     write_environment(paths, cfg, device=resolve_accelerator(cfg))
     atomic_write_json(paths.data_summary, datamodule.data_summary())
-    plan = recipe.plan(cfg)
+    plan = recipe.plan(cfg, datamodule)
     if plan is not None:
         atomic_write_json(paths.plan, plan)
     recipe.write_run_files(cfg, datamodule, paths.root)

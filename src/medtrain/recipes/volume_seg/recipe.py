@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medtrain.engine.datamodule import MedtrainDataModule
 from medtrain.io.atomic import atomic_write_json
 from medtrain.recipes.volume_seg.data import VolumeSegDataModule, build_split_indices
 from medtrain.recipes.volume_seg.dataset_plan import PREPARED_FILE, build_dataset_plan
@@ -87,7 +88,9 @@ class VolumeSegRecipe(Recipe):
             f"patch {list(plan.patch_size)}, batch {plan.batch_size}, {plan.topology.n_stages} stages",
         ]
 
-    def plan(self, cfg: VolumeSegConfig) -> dict[str, Any]:
+    def plan(self, cfg: VolumeSegConfig, datamodule: MedtrainDataModule | None = None) -> dict[str, Any]:
+        if isinstance(datamodule, VolumeSegDataModule) and datamodule.plan is not None:
+            return datamodule.plan.to_dict()
         return build_dataset_plan(cfg).to_dict()
 
     def prepare(self, cfg: VolumeSegConfig, input_dir: Path | None, output_dir: Path) -> Path:
