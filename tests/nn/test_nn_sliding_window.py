@@ -12,6 +12,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from medtrain.nn.sliding_window import (
+    default_chunk_size,
     gaussian_importance_map,
     iter_chunks,
     sliding_window_inference,
@@ -196,3 +197,9 @@ def test_chunked_skips_done_chunks():
         done=lambda starts: starts == (0, 0, 0),
     )
     assert count == 1 and written == [(8, 0, 0)]
+
+
+def test_default_chunk_is_the_whole_volume_up_to_128_cubed_voxels_else_four_patches_per_axis() -> None:
+    assert default_chunk_size((100, 100, 100), (32, 32, 32)) == (100, 100, 100)
+    assert default_chunk_size((256, 256, 256), (32, 64, 64)) == (128, 256, 256)
+    assert default_chunk_size((4000, 3000), (512, 512)) == (2048, 2048)

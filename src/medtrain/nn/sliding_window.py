@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SINGLE_CHUNK_VOXELS",
+    "default_chunk_size",
     "gaussian_importance_map",
     "iter_chunks",
     "sliding_window_inference",
@@ -92,6 +94,18 @@ def sliding_window_starts(image_size: Sequence[int], patch_size: Sequence[int], 
         # numpy's round: half to even, exactly as nnU-Net
         starts.append([int(np.round(step * k)) for k in range(count)])
     return starts
+
+
+#: a volume up to this many voxels is processed as one chunk by :func:`default_chunk_size`
+SINGLE_CHUNK_VOXELS = 128**3
+
+
+def default_chunk_size(volume_shape: Sequence[int], patch_size: Sequence[int]) -> tuple[int, ...]:
+    """The chunk of :func:`sliding_window_inference_chunked` for a volume: the whole volume when it has at most
+    :data:`SINGLE_CHUNK_VOXELS` voxels, else four patches per axis (about 2× the network work of one pass)."""
+    if math.prod(volume_shape) <= SINGLE_CHUNK_VOXELS:
+        return tuple(int(s) for s in volume_shape)
+    return tuple(min(int(s), 4 * int(p)) for s, p in zip(volume_shape, patch_size, strict=True))
 
 
 def iter_chunks(volume_shape: Sequence[int], chunk_size: Sequence[int]) -> Iterator[tuple[tuple[int, ...], ...]]:

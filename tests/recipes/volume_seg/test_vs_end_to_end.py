@@ -15,6 +15,7 @@ from cli_runner import cli
 from medtrain.cli import run
 from medtrain.engine.checkpoint_io import read_checkpoint
 from medtrain.io.volumes import open_volume, write_volume
+from medtrain.recipes.volume_seg import task as task_module
 from medtrain.recipes.volume_seg.synthetic import generate_volume_dataset
 
 VOLUMES = [f"vol_{index:03d}" for index in range(6)]
@@ -117,6 +118,29 @@ def test_evaluate_predict_and_export(trained: dict[str, Path]) -> None:
 
     cli("export", "--run", run_dir, "--output", work / "export")
     assert (work / "export" / "model.onnx").stat().st_size > 10_000
+
+
+def test_testing_chunk_by_chunk_scores_as_one_pass(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = trained["run"]
+    cli("evaluate", "--run", run_dir, "--output-dir", tmp_path / "whole")
+    chunks: list[int] = []
+    chunked_inference = task_module.sliding_window_inference_chunked
+
+    def counting(*args: object, **kwargs: object) -> int:
+        chunks.append(chunked_inference(*args, **kwargs))  # type: ignore[arg-type]
+        return chunks[-1]
+
+    monkeypatch.setattr(task_module, "sliding_window_inference_chunked", counting)
+    monkeypatch.setattr(task_module, "default_chunk_size", lambda shape, patch: tuple(patch))
+    cli("evaluate", "--run", run_dir, "--output-dir", tmp_path / "chunked")
+    assert chunks == [8]  # the 24×48×48 test volume in 16×32×32 chunks: 2 × 2 × 2
+    whole = json.loads((tmp_path / "whole" / "report.json").read_text())["test"]
+    chunked = json.loads((tmp_path / "chunked" / "report.json").read_text())["test"]
+    for key in ("dice_sheet", "dice_ink", f"dice_sheet_{VOLUMES[5]}", "baseline_dice_sheet", "baseline_dice_ink"):
+        assert chunked[key] == pytest.approx(whole[key], abs=1e-6), key  # same logits, labels and masks
+    assert np.isfinite(chunked["mae_sheet_sdt"])  # the distance transform is derived per chunk: close, not equal
 
 
 def test_predict_resumes_an_interrupted_volume_by_chunk(trained: dict[str, Path], tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ its loss mask and the auxiliary targets derived from it.
   oversampling (a patch centred on a stored foreground voxel with probability ``foreground_oversampling``);
   an epoch is ``samples_per_epoch`` samples (default: the number of valid patches).
 * Validation uses fixed patches of the validation volumes (at most ``validation.max_patches``, evenly spread);
-  testing reads whole held-out volumes, one per batch, for sliding-window inference.
+  testing hands the task one held-out volume per batch, by name, and the task reads and scores it chunk by chunk
+  (:meth:`VolumeSegDataModule.evaluation_builder`), so a volume need not fit in memory.
 
 A sample is ``{"name": volume, "image": float32 [C, *patch], "targets": {t: [C_t, *patch]},
 "masks": {t: float32 [1, *patch]}}`` (label encodings in :mod:`~medtrain.recipes.volume_seg.targets`). Random
@@ -121,8 +122,7 @@ class SampleBuilder:
         padding: tuple[tuple[int, int], ...] = ()
         if starts is not None and sizes is not None:
             starts, sizes, padding = box_inside(starts, sizes, self.reader.spatial_shape(case.image))
-        image = self.reader.read(case.image, starts, sizes).astype(np.float32)
-        arrays: dict[str, Any] = {"image": normalize(image, self.plan.normalization_stats, self.plan.normalization)}
+        arrays: dict[str, Any] = {"image": self.image(case_index, starts, sizes)}
         for name, spec in self.label_targets.items():
             label = self.reader.read(case.labels[name], starts, sizes)
             arrays[f"label_{name}"] = encode_label(label, spec)
@@ -137,6 +137,11 @@ class SampleBuilder:
         if self.augment is not None:
             arrays = self.augment(arrays)
         return self._complete(case.name, {key: np.asarray(value) for key, value in arrays.items()})
+
+    def image(self, case_index: int, starts: Sequence[int] | None, sizes: Sequence[int] | None) -> np.ndarray:
+        """The normalised float32 image ``[C, *sizes]`` of a box inside case ``case_index`` (whole when None)."""
+        image = self.reader.read(self.reader.cases[case_index].image, starts, sizes).astype(np.float32)
+        return normalize(image, self.plan.normalization_stats, self.plan.normalization)
 
     def _complete(self, name: str, arrays: dict[str, np.ndarray]) -> Sample:
         targets = {
@@ -212,17 +217,18 @@ class FixedPatches(Dataset):
         return self.builder.build(case_index, starts, tuple(self.builder.plan.patch_size))
 
 
-class WholeVolumes(Dataset):
-    """Every case whole (normalised image, targets, masks): the input of sliding-window testing."""
+class TestVolumes(Dataset):
+    """One item per case of a split, ``{"name": case name, "index": its position in the split}``; the loader reads
+    nothing: the task reads and scores each volume chunk by chunk."""
 
-    def __init__(self, builder: SampleBuilder) -> None:
-        self.builder = builder
+    def __init__(self, cases: Sequence[VolumeCase]) -> None:
+        self.names = [case.name for case in cases]
 
     def __len__(self) -> int:
-        return len(self.builder.reader.cases)
+        return len(self.names)
 
-    def __getitem__(self, item: int) -> Sample:
-        return self.builder.build(item, None, None)
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        return {"name": self.names[item], "index": item}
 
 
 def evenly_spread(index: PatchIndex, limit: int | None) -> list[tuple[int, tuple[int, ...]]]:
@@ -320,12 +326,23 @@ class VolumeSegDataModule(MedtrainDataModule):
             index = self.indices.get("val")
             patches = evenly_spread(index, self.cfg.validation.max_patches) if index is not None else []
             return FixedPatches(self._builder("val", augment=False), patches)
-        return WholeVolumes(self._builder(split, augment=False))
+        return TestVolumes(self.plan.split_cases(split))
+
+    def test_dataloader(self) -> DataLoader:
+        """Whole volumes of ``eval_split`` (``medtrain evaluate --split val`` scores the validation volumes whole,
+        as the test volumes, not the validation patches)."""
+        assert self.plan is not None
+        return self.make_loader(TestVolumes(self.plan.split_cases(self.eval_split)), shuffle=False)
+
+    def evaluation_builder(self) -> SampleBuilder:
+        """The unaugmented sample builder of the evaluated split (``eval_split``), its cases in the order of
+        :class:`TestVolumes`."""
+        return self._builder(self.eval_split, augment=False)
 
     def make_loader(self, dataset: Dataset, *, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         assert self.plan is not None
-        if isinstance(dataset, WholeVolumes):
-            batch_size = 1  # whole volumes differ in shape
+        if isinstance(dataset, TestVolumes):
+            batch_size = 1  # one volume per test step
         return super().make_loader(dataset, shuffle=shuffle, batch_size=batch_size or self.plan.batch_size)
 
     def data_summary(self) -> dict[str, Any]:

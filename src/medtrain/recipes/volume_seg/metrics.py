@@ -91,3 +91,33 @@ class MAEAccumulator:
 
     def mae(self) -> float:
         return self.total / self.count if self.count else math.nan
+
+
+class ConstantBaseline:
+    """The best constant predictor of a real-valued target under absolute error: ``mean |v − median(v)|`` over the
+    valid values ``v`` seen, estimated on a uniform sample of at most ``limit`` of them (bottom-``limit`` of random
+    keys, deterministic by ``seed``), so memory stays bounded on large volumes; exact while fewer values are seen."""
+
+    def __init__(self, limit: int = 1_000_000, seed: int = 0) -> None:
+        if limit < 1:
+            raise ValueError(f"ConstantBaseline: limit {limit} must be ≥ 1")
+        self.limit = limit
+        self.generator = torch.Generator().manual_seed(seed)
+        self.keys = torch.empty(0, dtype=torch.float64)
+        self.values = torch.empty(0, dtype=torch.float64)
+
+    def update(self, target: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Add the valid values of ``target`` ``[B, C, *spatial]`` (``mask`` ``[B, 1, *spatial]`` > 0.5)."""
+        valid = torch.ones_like(target[:, :1], dtype=torch.bool) if mask is None else mask > 0.5
+        values = target[valid.expand_as(target)].double().cpu()
+        keys = torch.rand(values.numel(), generator=self.generator, dtype=torch.float64)
+        self.keys, self.values = torch.cat([self.keys, keys]), torch.cat([self.values, values])
+        if self.keys.numel() > self.limit:
+            keep = torch.topk(self.keys, self.limit, largest=False).indices
+            self.keys, self.values = self.keys[keep], self.values[keep]
+
+    def mae(self) -> float:
+        """``mean |v − median(v)|`` of the sample (NaN before any value)."""
+        if not self.values.numel():
+            return math.nan
+        return float((self.values - self.values.median()).abs().mean())

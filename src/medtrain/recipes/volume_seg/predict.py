@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -39,15 +38,13 @@ from medtrain.errors import DataError, UsageError
 from medtrain.io.atomic import atomic_write_bytes, atomic_write_json
 from medtrain.io.fingerprint import cache_key, fingerprint_path
 from medtrain.io.volumes import open_volume, supported_suffix, volume_stem, write_volume
-from medtrain.nn.sliding_window import sliding_window_inference_chunked
+from medtrain.nn.sliding_window import default_chunk_size, sliding_window_inference_chunked
 from medtrain.recipes.volume_seg.normalization import normalize
 from medtrain.recipes.volume_seg.task import activate, build_network
 
 log = logging.getLogger("medtrain")
 
 EXTENSIONS = {"zarr": ".zarr", "tif": ".tif", "nifti": ".nii.gz"}
-#: a volume up to this many voxels is predicted as one chunk
-SINGLE_CHUNK_VOXELS = 128**3
 PARTIAL = ".partial"
 
 
@@ -101,13 +98,6 @@ def parse_option(key: str, value: Any) -> Any:
     raise UsageError(f"unknown prediction option {key!r}")
 
 
-def default_chunk(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
-    """The whole volume when it has at most :data:`SINGLE_CHUNK_VOXELS` voxels, else four patches per axis."""
-    if math.prod(shape) <= SINGLE_CHUNK_VOXELS:
-        return tuple(shape)
-    return tuple(min(s, 4 * p) for s, p in zip(shape, patch, strict=True))
-
-
 class VolumeSegPredictor(Predictor):
     """The exported U-Net of a trained volume-seg model applied to whole volumes."""
 
@@ -146,7 +136,7 @@ class VolumeSegPredictor(Predictor):
         spec = self.spec
         volume, shape, extra = self._geometry(path)
         patch = tuple(int(p) for p in spec["patch_size"])
-        chunk = tuple(settings.get("chunk_size") or default_chunk(shape, patch))
+        chunk = tuple(settings.get("chunk_size") or default_chunk_size(shape, patch))
         stem = volume_stem(path)
         partial = output / PARTIAL / stem
         files = json.dumps(

@@ -1,5 +1,5 @@
 """LightningModule of volume-seg: a planned multi-task U-Net trained with per-target masked losses and deep
-supervision; validated per patch, tested by sliding-window inference over whole held-out volumes.
+supervision; validated per patch, tested by sliding-window inference over whole held-out volumes (chunk by chunk).
 
 Loss: ``L = Σ_targets w_t · Σ_terms w_l · [epoch ≥ start_l] · Σ_i ds_i · loss_l(pred_i, target_i, mask_i)``, where
 ``ds_i`` are nnU-Net's deep-supervision weights over the decoder's outputs (highest resolution first); targets
@@ -12,7 +12,7 @@ Logged: ``train_loss`` and ``train_loss_<target>``; per validation epoch ``val_l
 ``val_dice_<target>`` (hard Dice over valid voxels, classes averaged) and ``val_mae_<target>`` (real-valued
 targets). Test (whole volumes): ``test_dice_<target>`` (and ``_<class>`` for several classes) with the
 all-foreground baseline, ``test_dice_<target>_<volume>`` per volume, ``test_mae_<target>`` with the best
-constant predictor as baseline.
+constant predictor as baseline (estimated on at most 10⁶ valid values).
 """
 
 from __future__ import annotations
@@ -33,10 +33,16 @@ from medtrain.nn.seg_losses import (
     deep_supervision_weights,
     downsample_target_and_mask,
 )
-from medtrain.nn.sliding_window import sliding_window_inference
+from medtrain.nn.sliding_window import default_chunk_size, sliding_window_inference_chunked
 from medtrain.nn.unet import MultiTaskUNet
-from medtrain.recipes.volume_seg.data import VolumeSegDataModule
-from medtrain.recipes.volume_seg.metrics import DiceAccumulator, MAEAccumulator, hard_prediction, label_classes
+from medtrain.recipes.volume_seg.data import SampleBuilder, VolumeSegDataModule
+from medtrain.recipes.volume_seg.metrics import (
+    ConstantBaseline,
+    DiceAccumulator,
+    MAEAccumulator,
+    hard_prediction,
+    label_classes,
+)
 from medtrain.recipes.volume_seg.schema import LossTerm, VolumeSegConfig
 from medtrain.recipes.volume_seg.targets import DS_MODE, TargetSpec
 
@@ -164,6 +170,7 @@ class VolumeSegTask(TaskModule):
         self.criterion = MultiTaskLoss(self.targets, deep_supervision_weights(n_outputs))
         self._val: dict[str, Any] = {}
         self._test: dict[str, Any] = {}
+        self._test_builder: SampleBuilder | None = None
 
     # -- training -------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -243,18 +250,57 @@ class VolumeSegTask(TaskModule):
             return probability.argmax(dim=0, keepdim=True).float().cpu().numpy()
         return probability.float().cpu().numpy()
 
-    # -- test: whole volumes --------------------------------------------------------------------------
-    def predict_volume(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Averaged logits ``{target: [C_t, *spatial]}`` of one normalised volume ``[C, *spatial]`` by sliding
-        windows (the config's overlap, Gaussian weighting and mirroring)."""
+    # -- test: whole volumes, chunk by chunk ------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, VolumeSegDataModule):
+            raise TypeError(f"volume-seg tests through its VolumeSegDataModule, got {type(datamodule).__name__}")
+        self._test_builder = datamodule.evaluation_builder()
+        self._test = {"model": {}, "baseline": {}, "per_volume": {}}
+        for name, spec in self.targets.items():
+            self._test["model"][name] = DiceAccumulator() if spec.is_segmentation else MAEAccumulator()
+            self._test["baseline"][name] = DiceAccumulator() if spec.is_segmentation else ConstantBaseline()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Score one held-out volume: sliding-window logits (the config's overlap, Gaussian weighting, mirroring)
+        one chunk at a time (:func:`~medtrain.nn.sliding_window.default_chunk_size`: the whole volume up to 128³
+        voxels, else four patches per axis), each chunk's labels, masks and auxiliary targets read and scored as
+        soon as its logits are done, so no volume has to fit in memory. The logits equal those of one pass over
+        the whole volume; the auxiliary targets of a volume larger than one chunk are derived chunk by chunk."""
+        builder = self._test_builder
+        assert builder is not None, "on_test_epoch_start sets the evaluation builder"
+        index, volume = int(batch["index"][0]), str(batch["name"][0])
+        case = builder.reader.cases[index]
+        if case.name != volume:
+            raise RuntimeError(f"test volume {volume} is case {case.name} of the evaluation builder")
+        shape = builder.reader.spatial_shape(case.image)
+        patch = tuple(int(p) for p in self.spec["patch_size"])
+        per_volume = {name: DiceAccumulator() for name, spec in self.targets.items() if spec.is_segmentation}
+
+        def score_chunk(starts: tuple[int, ...], sizes: tuple[int, ...], logits: dict[str, np.ndarray]) -> None:
+            sample = builder.build(index, starts, sizes)
+            for name, spec in self.targets.items():
+                target, mask = sample["targets"][name][None], sample["masks"][name][None]
+                prediction = torch.from_numpy(logits[name])[None]
+                self._accumulate(self._test["model"][name], spec, prediction, target, mask)
+                if spec.is_segmentation:
+                    label = label_classes(target, spec.activation, spec.out_channels)
+                    self._test["baseline"][name].update(torch.ones_like(label), label, mask)
+                    per_volume[name].update(hard_prediction(prediction, spec.activation), label, mask)
+                else:
+                    self._test["baseline"][name].update(target, mask)
+
         inference = self.cfg.inference  # type: ignore[attr-defined]
         was_training = self.network.training
         self.network.eval()
         with torch.no_grad():
-            logits = sliding_window_inference(
+            sliding_window_inference_chunked(
                 self.network,
-                image,
-                tuple(self.spec["patch_size"]),
+                lambda starts, sizes: builder.image(index, starts, sizes),
+                shape,
+                patch,
+                chunk_size=default_chunk_size(shape, patch),
+                write_chunk=score_chunk,
                 overlap=inference.overlap,
                 batch_size=inference.batch_size,
                 mirror_axes=tuple(inference.mirror_axes),
@@ -263,30 +309,8 @@ class VolumeSegTask(TaskModule):
                 device=self.device,
             )
         self.network.train(was_training)
-        return logits
-
-    def on_test_epoch_start(self) -> None:
-        self._test = {"model": {}, "baseline": {}, "per_volume": {}}
-        for name, spec in self.targets.items():
-            self._test["model"][name] = DiceAccumulator() if spec.is_segmentation else MAEAccumulator()
-            self._test["baseline"][name] = DiceAccumulator() if spec.is_segmentation else []
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.predict_volume(batch["image"][0])
-        volume = batch["name"][0]
-        for name, spec in self.targets.items():
-            target, mask = batch["targets"][name], batch["masks"][name]
-            prediction = logits[name][None].to(target.device)
-            self._accumulate(self._test["model"][name], spec, prediction, target, mask)
-            if spec.is_segmentation:
-                label = label_classes(target, spec.activation, spec.out_channels)
-                self._test["baseline"][name].update(torch.ones_like(label), label, mask)
-                single = DiceAccumulator()
-                single.update(hard_prediction(prediction, spec.activation), label, mask)
-                self._test["per_volume"][f"{name}_{volume}"] = single.dice()
-            else:
-                valid = (mask > 0.5).expand_as(target)
-                self._test["baseline"][name].append(target[valid].double().cpu())
+        for name, accumulator in per_volume.items():
+            self._test["per_volume"][f"{name}_{volume}"] = accumulator.dice()
 
     def on_test_epoch_end(self) -> None:
         for name, value in self.test_metrics().items():
@@ -308,10 +332,7 @@ class VolumeSegTask(TaskModule):
                         out[f"baseline_dice_{name}_{label}"] = base
             else:
                 out[f"mae_{name}"] = model.mae()
-                values = torch.cat(baseline) if baseline else torch.zeros(0, dtype=torch.float64)
-                out[f"baseline_mae_{name}"] = (
-                    float((values - values.median()).abs().mean()) if len(values) else math.nan
-                )
+                out[f"baseline_mae_{name}"] = baseline.mae()
         out.update({f"dice_{key}": value for key, value in self._test["per_volume"].items()})
         return {key: value for key, value in out.items() if not math.isnan(value)}
 
