@@ -203,3 +203,25 @@ def test_default_chunk_is_the_whole_volume_up_to_128_cubed_voxels_else_four_patc
     assert default_chunk_size((100, 100, 100), (32, 32, 32)) == (100, 100, 100)
     assert default_chunk_size((256, 256, 256), (32, 64, 64)) == (128, 256, 256)
     assert default_chunk_size((4000, 3000), (512, 512)) == (2048, 2048)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_volume_smaller_than_the_patch_sits_centred_in_its_zero_padding(chunked):
+    # The network adds each voxel's position in its window (0 … 11): the output shows where the volume sat in the
+    # padded window. 7 voxels in a 12-voxel window: 2 zeros before, 3 after (nnU-Net's pad_nd_image), so the
+    # volume's voxels are at window positions 2 … 8.
+    def net(x):
+        return {"y": x + torch.arange(12, dtype=x.dtype).view(1, 1, 1, 12)}
+
+    image = torch.randn(1, 16, 7)
+    if chunked:
+        parts = {}
+        sliding_window_inference_chunked(
+            net, lambda starts, sizes: image[:, starts[0] : starts[0] + sizes[0], starts[1] : starts[1] + sizes[1]],
+            (16, 7), (8, 12), chunk_size=(8, 7), write_chunk=lambda starts, sizes, out: parts.update({starts: out}),
+            weighting="constant",
+        )  # fmt: skip
+        out = torch.cat([torch.from_numpy(parts[(0, 0)]["y"]), torch.from_numpy(parts[(8, 0)]["y"])], dim=1)
+    else:
+        out = sliding_window_inference(net, image, (8, 12), weighting="constant")["y"]
+    torch.testing.assert_close(out, image + torch.arange(2, 9, dtype=image.dtype), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,8 @@ A network that maps a patch ``[B, C, *patch_size]`` to one logit map per head (`
 
 over the windows ``w`` that contain voxel ``v``. Optional test-time mirroring averages the network over every
 non-empty combination of flipped ``mirror_axes`` and the unflipped input (each output flipped back), as nnU-Net.
-A volume smaller than the patch along an axis is padded with zeros at the end of that axis and the result cropped.
+A volume smaller than the patch along an axis is zero-padded to the patch, the padding split evenly before and
+after it (nnU-Net's ``pad_nd_image``; volume-seg's training pads small volumes the same way), and the result cropped.
 
 :func:`sliding_window_inference_chunked` computes the same values for volumes that do not fit in memory: see its
 docstring. Spatial axes are ``(z, y, x)`` or ``(y, x)``; pure torch (no MONAI).
@@ -224,6 +225,40 @@ def _check_arguments(spatial_shape: Sequence[int], patch_size: Sequence[int], ba
         raise ValueError(f"sliding window: weighting {weighting!r} must be 'gaussian' or 'constant'")
 
 
+def _window_grid(spatial: Sequence[int], patch_size: Sequence[int], overlap: float) -> list[list[int]]:
+    """Window starts per axis in volume coordinates: :func:`sliding_window_starts` over the volume padded to at
+    least the patch, the padding split ``(p − s) // 2`` before and the rest after, so starts are negative along
+    an axis where the volume is smaller than the patch."""
+    padded = [max(int(s), int(p)) for s, p in zip(spatial, patch_size, strict=True)]
+    before = [(q - int(s)) // 2 for q, s in zip(padded, spatial, strict=True)]
+    grid = sliding_window_starts(padded, patch_size, overlap)
+    return [[w - b for w in axis] for axis, b in zip(grid, before, strict=True)]
+
+
+def _zero_padded_region(
+    read_region: Callable[[tuple[int, ...], tuple[int, ...]], Tensor | np.ndarray],
+    low: Sequence[int],
+    high: Sequence[int],
+    spatial: Sequence[int],
+    device: torch.device,
+) -> Tensor:
+    """The image over ``[low, high)`` as float32 on ``device``: ``read_region`` of its part inside the volume
+    (``[starts, starts + sizes)``, ``[C, *sizes]``), zero-padded where the box reaches outside."""
+    inner_low = tuple(max(lo, 0) for lo in low)
+    inner_high = tuple(min(hi, s) for hi, s in zip(high, spatial, strict=True))
+    sizes = tuple(h - lo for lo, h in zip(inner_low, inner_high, strict=True))
+    region = torch.as_tensor(read_region(inner_low, sizes))
+    if tuple(region.shape[1:]) != sizes:
+        raise ValueError(f"read_region{(inner_low, sizes)} returned shape {tuple(region.shape)}")
+    source = region.to(device=device, dtype=torch.float32)
+    pad = [
+        amount
+        for lo, hi, il, ih in reversed(list(zip(low, high, inner_low, inner_high, strict=True)))
+        for amount in (il - lo, hi - ih)
+    ]
+    return torch.nn.functional.pad(source, pad) if any(pad) else source
+
+
 def _window_weight(patch_size: Sequence[int], weighting: str, device: torch.device) -> Tensor:
     if weighting == "gaussian":
         return gaussian_importance_map(patch_size, device=device)
@@ -255,28 +290,27 @@ def sliding_window_inference(
     spatial = tuple(image.shape[1:])
     _check_arguments(spatial, patch_size, batch_size, weighting)
     device = torch.device(device) if device is not None else image.device
-    padded = tuple(max(s, p) for s, p in zip(spatial, patch_size, strict=True))
-    source = image.to(device=device, dtype=torch.float32)
-    if padded != spatial:
-        pad = [amount for s, p in zip(reversed(spatial), reversed(padded), strict=True) for amount in (0, p - s)]
-        source = torch.nn.functional.pad(source, pad)
-    windows = list(itertools.product(*sliding_window_starts(padded, patch_size, overlap)))
-    zero = (0,) * len(spatial)
+    grid = _window_grid(spatial, patch_size, overlap)
+    low = tuple(axis[0] for axis in grid)
+    high = tuple(axis[-1] + p for axis, p in zip(grid, patch_size, strict=True))
+
+    def read_region(starts: tuple[int, ...], sizes: tuple[int, ...]) -> Tensor:
+        return image[(slice(None), *(slice(a, a + n) for a, n in zip(starts, sizes, strict=True)))]
+
     accumulator = _Accumulator(
         network,
-        source,
-        zero,
-        zero,
-        padded,
+        _zero_padded_region(read_region, low, high, spatial, device),
+        low,
+        (0,) * len(spatial),
+        spatial,
         patch_size,
         _window_weight(patch_size, weighting, device),
         _mirror_combinations(mirror_axes, len(spatial)),
         batch_size,
         out_channels,
     )
-    accumulator.run(windows)
-    crop = (slice(None), *(slice(0, s) for s in spatial))
-    return {key: value[crop] for key, value in accumulator.result().items()}
+    accumulator.run(list(itertools.product(*grid)))
+    return accumulator.result()
 
 
 @torch.inference_mode()
@@ -305,12 +339,12 @@ def sliding_window_inference_chunked(
     ``write_chunk(starts, sizes, {key: float32 array [C_k, *sizes]})`` as soon as it is finished, so only one chunk
     (plus its halo) is in memory.
 
-    Exactness: the window grid is that of the whole volume (the same :func:`sliding_window_starts`, the same zero
-    padding when the volume is smaller than the patch); for a chunk, every window that overlaps it is evaluated
-    on the image region they span (the chunk plus a halo of less than one patch) and only the chunk's voxels are
-    accumulated. Each voxel therefore receives the same windows and weights as in the full computation and the
-    result equals :func:`sliding_window_inference` up to float rounding. Cost: windows overlapping several chunks
-    are evaluated once per chunk, about ``Π_d (1 + patch_d / chunk_d)`` times the network work of the full
+    Exactness: the window grid is that of the whole volume (the same :func:`sliding_window_starts`, the same
+    centred zero padding when the volume is smaller than the patch); for a chunk, every window that overlaps it is
+    evaluated on the image region they span (the chunk plus a halo of less than one patch) and only the chunk's
+    voxels are accumulated. Each voxel therefore receives the same windows and weights as in the full computation
+    and the result equals :func:`sliding_window_inference` up to float rounding. Cost: windows overlapping several
+    chunks are evaluated once per chunk, about ``Π_d (1 + patch_d / chunk_d)`` times the network work of the full
     computation (e.g. 1.5³ ≈ 3.4× for chunks of twice the patch size, 1.25³ ≈ 2× for four times); use chunks
     several patches wide.
     """
@@ -319,8 +353,7 @@ def sliding_window_inference_chunked(
     if len(chunk_size) != len(spatial) or any(c < 1 for c in chunk_size):
         raise ValueError(f"sliding window: chunk size {tuple(chunk_size)} for a volume of shape {spatial}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    padded = tuple(max(s, p) for s, p in zip(spatial, patch_size, strict=True))
-    axis_starts = sliding_window_starts(padded, patch_size, overlap)
+    axis_starts = _window_grid(spatial, patch_size, overlap)
     weight = _window_weight(patch_size, weighting, device)
     flips = _mirror_combinations(mirror_axes, len(spatial))
     computed = 0
@@ -334,15 +367,9 @@ def sliding_window_inference_chunked(
         ]
         low = tuple(axis[0] for axis in per_axis)
         high = tuple(axis[-1] + p for axis, p in zip(per_axis, patch_size, strict=True))
-        inside = tuple(min(h, s) - lo for lo, h, s in zip(low, high, spatial, strict=True))
-        region = torch.as_tensor(np.ascontiguousarray(read_region(low, inside)))
-        if tuple(region.shape[1:]) != inside:
-            raise ValueError(f"read_region{(low, inside)} returned shape {tuple(region.shape)}")
-        source = region.to(device=device, dtype=torch.float32)
-        extent = tuple(h - lo for lo, h in zip(low, high, strict=True))
-        if extent != inside:
-            pad = [a for i, e in zip(reversed(inside), reversed(extent), strict=True) for a in (0, e - i)]
-            source = torch.nn.functional.pad(source, pad)
+        source = _zero_padded_region(
+            lambda starts, sizes: np.ascontiguousarray(read_region(starts, sizes)), low, high, spatial, device
+        )
         accumulator = _Accumulator(
             network, source, low, starts, sizes, patch_size, weight, flips, batch_size, out_channels
         )
