@@ -70,7 +70,15 @@ import numpy as np
 from medtrain.errors import DataError
 from medtrain.io.paths import require_dir, require_file
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "open_volume", "supported_suffix", "volume_stem", "write_volume"]
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "Volume",
+    "box_inside",
+    "open_volume",
+    "supported_suffix",
+    "volume_stem",
+    "write_volume",
+]
 
 SUPPORTED_EXTENSIONS = (".zarr", ".tif", ".tiff", ".nii", ".nii.gz")
 """File name endings :func:`open_volume` reads (case-insensitive)."""
@@ -826,3 +834,24 @@ def write_volume(
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp_dir)
     return path
+
+
+def box_inside(
+    starts: Sequence[int], sizes: Sequence[int], shape: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Clip the box ``[starts, starts + sizes)`` to a volume of spatial ``shape`` (the same axes, in order).
+
+    Returns ``(inner_starts, inner_sizes, padding)``: along axis ``a`` the inner box is
+    ``[max(s, 0), min(s + n, N))`` and ``padding[a] = (before, after)`` the voxels of the box outside the volume, so
+    reading the inner box and padding it by ``padding`` gives the whole box (a patch larger than the volume, as
+    nnU-Net pads it). ``ValueError`` when the box and the volume do not overlap on some axis.
+    """
+    inner_starts, inner_sizes, padding = [], [], []
+    for start, size, extent in zip(starts, sizes, shape, strict=True):
+        low, high = max(int(start), 0), min(int(start) + int(size), int(extent))
+        if high <= low:
+            raise ValueError(f"box_inside: box [{start}, {start + size}) lies outside the extent {extent}")
+        inner_starts.append(low)
+        inner_sizes.append(high - low)
+        padding.append((low - int(start), int(start) + int(size) - high))
+    return tuple(inner_starts), tuple(inner_sizes), tuple(padding)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medtrain.io.volumes import box_inside
+
 __all__ = [
     "SINGLE_CHUNK_VOXELS",
     "default_chunk_size",
@@ -244,18 +246,12 @@ def _zero_padded_region(
 ) -> Tensor:
     """The image over ``[low, high)`` as float32 on ``device``: ``read_region`` of its part inside the volume
     (``[starts, starts + sizes)``, ``[C, *sizes]``), zero-padded where the box reaches outside."""
-    inner_low = tuple(max(lo, 0) for lo in low)
-    inner_high = tuple(min(hi, s) for hi, s in zip(high, spatial, strict=True))
-    sizes = tuple(h - lo for lo, h in zip(inner_low, inner_high, strict=True))
-    region = torch.as_tensor(read_region(inner_low, sizes))
+    starts, sizes, padding = box_inside(low, [h - lo for lo, h in zip(low, high, strict=True)], spatial)
+    region = torch.as_tensor(read_region(starts, sizes))
     if tuple(region.shape[1:]) != sizes:
-        raise ValueError(f"read_region{(inner_low, sizes)} returned shape {tuple(region.shape)}")
+        raise ValueError(f"read_region{(starts, sizes)} returned shape {tuple(region.shape)}")
     source = region.to(device=device, dtype=torch.float32)
-    pad = [
-        amount
-        for lo, hi, il, ih in reversed(list(zip(low, high, inner_low, inner_high, strict=True)))
-        for amount in (il - lo, hi - ih)
-    ]
+    pad = [amount for before, after in reversed(padding) for amount in (before, after)]  # last axis first
     return torch.nn.functional.pad(source, pad) if any(pad) else source
 
 

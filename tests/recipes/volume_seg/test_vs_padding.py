@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from cli_runner import cli
-from medtrain.io.volumes import open_volume
-from medtrain.recipes.volume_seg.cases import box_inside
+from medtrain.io.volumes import box_inside, open_volume
 from medtrain.recipes.volume_seg.data import SampleBuilder
 from medtrain.recipes.volume_seg.dataset_plan import build_dataset_plan
 from medtrain.recipes.volume_seg.normalization import normalize

@@ -58,7 +58,6 @@ __all__ = [
     "CaseSummary",
     "DatasetIndex",
     "VolumeCase",
-    "box_inside",
     "check_cases",
     "czyx_shape",
     "discover_cases",
@@ -323,27 +322,6 @@ def read_box(volume: Volume, starts: Sequence[int], sizes: Sequence[int]) -> np.
     if len(starts) != 2 or czyx_shape(volume)[1] != 1:
         raise ValueError(f"read_box: {len(starts)} starts for volume {volume.path} of shape {volume.shape}")
     return read_czyx(volume, [0, *starts], [1, *sizes])[:, 0]
-
-
-def box_inside(
-    starts: Sequence[int], sizes: Sequence[int], shape: Sequence[int]
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
-    """Clip the box ``[starts, starts + sizes)`` to a volume of spatial ``shape`` (the same axes, in order).
-
-    Returns ``(inner_starts, inner_sizes, padding)``: along axis ``a`` the inner box is
-    ``[max(s, 0), min(s + n, N))`` and ``padding[a] = (before, after)`` the voxels of the box outside the volume, so
-    reading the inner box and padding it by ``padding`` gives the whole box (a patch larger than the volume, as
-    nnU-Net pads it). ``ValueError`` when the box and the volume do not overlap on some axis.
-    """
-    inner_starts, inner_sizes, padding = [], [], []
-    for start, size, extent in zip(starts, sizes, shape, strict=True):
-        low, high = max(int(start), 0), min(int(start) + int(size), int(extent))
-        if high <= low:
-            raise ValueError(f"box_inside: box [{start}, {start + size}) lies outside the extent {extent}")
-        inner_starts.append(low)
-        inner_sizes.append(high - low)
-        padding.append((low - int(start), int(start) + int(size) - high))
-    return tuple(inner_starts), tuple(inner_sizes), tuple(padding)
 
 
 def slab_boxes(

@@ -7,7 +7,7 @@ its loss mask and the auxiliary targets derived from it.
   oversampling (a patch centred on a stored foreground voxel with probability ``foreground_oversampling``);
   an epoch is ``samples_per_epoch`` samples (default: the number of valid patches).
 * Validation uses fixed patches of the validation volumes (at most ``validation.max_patches``, evenly spread);
-  testing hands the task one held-out volume per batch, by name, and the task reads and scores it chunk by chunk
+  testing hands the task one held-out volume per batch, by index, and the task reads and scores it chunk by chunk
   (:meth:`VolumeSegDataModule.evaluation_builder`), so a volume need not fit in memory.
 
 A sample is ``{"name": volume, "image": float32 [C, *patch], "targets": {t: [C_t, *patch]},
@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from medtrain.engine.datamodule import MedtrainDataModule, Split
 from medtrain.errors import DataError
-from medtrain.io.volumes import Volume, open_volume
+from medtrain.io.volumes import Volume, box_inside, open_volume
 from medtrain.recipes.volume_seg.aux_targets import compute_aux_target
-from medtrain.recipes.volume_seg.cases import VolumeCase, box_inside, czyx_shape, read_box
+from medtrain.recipes.volume_seg.cases import VolumeCase, czyx_shape, read_box
 from medtrain.recipes.volume_seg.dataset_plan import DatasetPlan, build_dataset_plan
 from medtrain.recipes.volume_seg.normalization import normalize
 from medtrain.recipes.volume_seg.patches import PatchIndex, build_patch_index, sample_patch_start
@@ -218,17 +218,17 @@ class FixedPatches(Dataset):
 
 
 class TestVolumes(Dataset):
-    """One item per case of a split, ``{"name": case name, "index": its position in the split}``; the loader reads
-    nothing: the task reads and scores each volume chunk by chunk."""
+    """One item per case of a split, ``{"index": its position in the split}``; the loader reads nothing: the task
+    reads and scores each volume chunk by chunk through :meth:`VolumeSegDataModule.evaluation_builder`."""
 
     def __init__(self, cases: Sequence[VolumeCase]) -> None:
-        self.names = [case.name for case in cases]
+        self.count = len(cases)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return self.count
 
     def __getitem__(self, item: int) -> dict[str, Any]:
-        return {"name": self.names[item], "index": item}
+        return {"index": item}
 
 
 def evenly_spread(index: PatchIndex, limit: int | None) -> list[tuple[int, tuple[int, ...]]]:

@@ -46,11 +46,10 @@ import numpy as np
 from medtrain.errors import DataError
 from medtrain.io.atomic import atomic_open
 from medtrain.io.fingerprint import cache_key
-from medtrain.io.volumes import Volume, open_volume
+from medtrain.io.volumes import Volume, box_inside, open_volume
 from medtrain.recipes.volume_seg.cases import (
     DEFAULT_SLAB_BYTES,
     VolumeCase,
-    box_inside,
     czyx_shape,
     fingerprint_cases,
     read_czyx,

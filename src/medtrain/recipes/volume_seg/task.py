@@ -269,10 +269,8 @@ class VolumeSegTask(TaskModule):
         the whole volume; the auxiliary targets of a volume larger than one chunk are derived chunk by chunk."""
         builder = self._test_builder
         assert builder is not None, "on_test_epoch_start sets the evaluation builder"
-        index, volume = int(batch["index"][0]), str(batch["name"][0])
+        index = int(batch["index"][0])
         case = builder.reader.cases[index]
-        if case.name != volume:
-            raise RuntimeError(f"test volume {volume} is case {case.name} of the evaluation builder")
         shape = builder.reader.spatial_shape(case.image)
         patch = tuple(int(p) for p in self.spec["patch_size"])
         per_volume = {name: DiceAccumulator() for name, spec in self.targets.items() if spec.is_segmentation}
@@ -310,7 +308,7 @@ class VolumeSegTask(TaskModule):
             )
         self.network.train(was_training)
         for name, accumulator in per_volume.items():
-            self._test["per_volume"][f"{name}_{volume}"] = accumulator.dice()
+            self._test["per_volume"][f"{name}_{case.name}"] = accumulator.dice()
 
     def on_test_epoch_end(self) -> None:
         for name, value in self.test_metrics().items():
